@@ -1,0 +1,159 @@
+"""``build_loader``: the single path from the ``loader`` config to a ``DataLoader``.
+
+Settings torch rejects only because they are meaningless (``prefetch_factor`` or
+``persistent_workers`` with ``num_workers=0``) are normalised, so a sweep grid stays rectangular;
+settings torch would ignore (``pin_memory`` with no accelerator) are switched off. Either way the
+value actually used is recorded as ``effective.*`` with the reason. Values that are simply wrong
+raise :class:`~loaderbench.config.ConfigError` naming the key, before any work starts.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from loaderbench.config import ConfigError, LoaderConfig
+from loaderbench.data.base import EpochSampler
+
+TORCH_DEFAULT_PREFETCH = 2  # DataLoader's prefetch_factor when workers > 0 and it is None
+
+
+@dataclass
+class LoaderPlan:
+    """The validated loader settings: what goes to ``DataLoader`` and what to record."""
+
+    batch_size: int
+    num_workers: int
+    pin_memory: bool
+    persistent_workers: bool
+    prefetch_factor: int | None
+    multiprocessing_context: str | None
+    drop_last: bool
+    shuffle: bool
+    timeout: float
+    # effective.<name> -> value actually used, and why it differs from the config (if it does)
+    effective: dict[str, Any] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+def _fail(key: str, value: Any, why: str, fix: str) -> ConfigError:
+    return ConfigError(f"loader.{key}={value}: {why}; {fix}")
+
+
+def plan_loader(cfg: LoaderConfig, *, device: torch.device) -> LoaderPlan:
+    """Validate ``cfg`` and normalise it for ``device``; raise ConfigError on a wrong value."""
+    if cfg.batch_size < 1:
+        raise _fail("batch_size", cfg.batch_size, "must be at least 1", "e.g. loader.batch_size=64")
+    if cfg.num_workers < 0:
+        raise _fail(
+            "num_workers",
+            cfg.num_workers,
+            "must be 0 or more (0 loads in the main process)",
+            "e.g. loader.num_workers=0",
+        )
+    if cfg.prefetch_factor is not None and cfg.prefetch_factor < 1:
+        raise _fail(
+            "prefetch_factor",
+            cfg.prefetch_factor,
+            "must be at least 1 batch per worker",
+            "pass loader.prefetch_factor=null for torch's default (2)",
+        )
+    methods = multiprocessing.get_all_start_methods()
+    if cfg.multiprocessing_context is not None and cfg.multiprocessing_context not in methods:
+        raise _fail(
+            "multiprocessing_context",
+            cfg.multiprocessing_context,
+            f"this platform offers {', '.join(methods)}",
+            "pass one of those, or null for the platform default",
+        )
+    if cfg.timeout < 0:
+        raise _fail(
+            "timeout",
+            cfg.timeout,
+            "must be 0 (wait forever) or more seconds",
+            "e.g. loader.timeout=0",
+        )
+
+    plan = LoaderPlan(
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        pin_memory=cfg.pin_memory,
+        persistent_workers=cfg.persistent_workers,
+        prefetch_factor=cfg.prefetch_factor,
+        multiprocessing_context=cfg.multiprocessing_context,
+        drop_last=cfg.drop_last,
+        shuffle=cfg.shuffle,
+        timeout=cfg.timeout,
+    )
+    if cfg.num_workers == 0:
+        no_workers = "num_workers=0 loads in the main process"
+        if cfg.prefetch_factor is not None:
+            plan.prefetch_factor = None
+            plan.reasons["prefetch_factor"] = f"{no_workers}: nothing is prefetched"
+        if cfg.persistent_workers:
+            plan.persistent_workers = False
+            plan.reasons["persistent_workers"] = f"{no_workers}: there are no workers to keep"
+        if cfg.multiprocessing_context is not None:
+            plan.multiprocessing_context = None
+            plan.reasons["multiprocessing_context"] = f"{no_workers}: no process is started"
+        if cfg.timeout:
+            plan.timeout = 0.0
+            plan.reasons["timeout"] = f"{no_workers}: torch ignores the timeout"
+    if cfg.pin_memory and device.type not in ("cuda", "xpu", "mps"):
+        plan.pin_memory = False
+        plan.reasons["pin_memory"] = (
+            f"the device is {device.type}: torch ignores pin_memory without an accelerator"
+        )
+
+    # Record what actually runs, for every knob that can differ from the config.
+    workers = plan.num_workers > 0
+    plan.effective = {
+        "pin_memory": plan.pin_memory,
+        "persistent_workers": plan.persistent_workers,
+        "prefetch_factor": (plan.prefetch_factor or TORCH_DEFAULT_PREFETCH) if workers else None,
+        "multiprocessing_context": (
+            (plan.multiprocessing_context or multiprocessing.get_start_method())
+            if workers
+            else None
+        ),
+        "timeout": plan.timeout,
+    }
+    return plan
+
+
+def build_loader(
+    dataset: Dataset, plan: LoaderPlan, *, seed: int, train: bool = True
+) -> DataLoader:
+    """A DataLoader over ``dataset`` (a TransformedDataset) as ``plan`` says.
+
+    Train loaders shuffle and drop the last batch as configured; val loaders keep the order and
+    every sample. The sampler and the loader's own generator are seeded, so nothing here draws
+    from torch's global generator (which the model's initialisation uses).
+    """
+    sampler = EpochSampler(len(dataset), shuffle=plan.shuffle and train, seed=seed)  # type: ignore[arg-type]
+    return DataLoader(
+        dataset,
+        batch_size=plan.batch_size,
+        sampler=sampler,
+        num_workers=plan.num_workers,
+        pin_memory=plan.pin_memory,
+        persistent_workers=plan.persistent_workers,
+        prefetch_factor=plan.prefetch_factor,
+        multiprocessing_context=plan.multiprocessing_context,
+        drop_last=plan.drop_last and train,
+        timeout=plan.timeout,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def close_loader(loader: DataLoader) -> None:
+    """Stop a loader's worker processes now (persistent workers would otherwise live on into
+    the next job of an in-process sweep and compete for the cores it measures)."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    loader._iterator = None

@@ -1,0 +1,58 @@
+"""The ``device`` group: cpu, cuda, mps or auto. Asking for an accelerator that is not there is
+an error, never a silent fallback to the CPU (that would measure the wrong machine)."""
+
+from __future__ import annotations
+
+import platform
+
+import torch
+
+from loaderbench.config import ConfigError
+
+CHOICES = ("cpu", "cuda", "mps", "auto")
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def resolve_device(kind: str) -> torch.device:
+    """The torch.device for ``device.type``; ``auto`` picks cuda, then mps, then cpu."""
+    if kind not in CHOICES:
+        raise ConfigError(
+            f"device.type={kind}: choose one of {', '.join(CHOICES)} (e.g. device=cpu)"
+        )
+    if kind == "auto":
+        return torch.device(
+            "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+        )
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "device=cuda: torch sees no CUDA device here "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); "
+            "use device=cpu or device=auto"
+        )
+    if kind == "mps" and not _mps_available():
+        raise ConfigError(
+            "device=mps: Apple's MPS backend is not available here; use device=cpu or device=auto"
+        )
+    return torch.device(kind)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    return cpu_model()
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

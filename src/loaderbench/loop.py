@@ -1,0 +1,166 @@
+"""``train_one_epoch`` / ``evaluate`` and the two ceiling passes: plain functions over torch
+objects. No Hydra, no MLflow; the clocks come from :mod:`loaderbench.timing`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from loaderbench.timing import EpochStats, TimedBatches, batch_size_of, synchronize
+
+
+class Progress:
+    """A bar per epoch with samples/s and the stall fraction; silent unless stderr is a tty."""
+
+    def __init__(self, total_batches: int, desc: str, enabled: bool = True):
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total_batches, desc=desc, unit="batch", leave=False, file=sys.stderr
+            )
+        self._next_postfix = 0.0
+
+    def update(self, stats: EpochStats, start: float) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        now = time.perf_counter()
+        if now >= self._next_postfix:  # formatting the postfix every step would cost time
+            elapsed = now - start
+            self.bar.set_postfix_str(
+                f"{stats.samples / elapsed:.0f} samples/s, stall {stats.data_wait_s / elapsed:.0%}",
+                refresh=False,
+            )
+            self._next_postfix = now + 0.5
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _to_device(
+    batch: Any, device: torch.device, channels_last: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = batch
+    # non_blocking only helps from pinned memory; it is harmless otherwise.
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels.to(device, non_blocking=True)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    *,
+    epoch: int,
+    warmup_batches: int = 0,
+    channels_last: bool = False,
+    progress: Progress | None = None,
+) -> EpochStats:
+    """One training pass; loss and accuracy are summed on the device and read once at the end."""
+    model.train()
+    stats = EpochStats(epoch=epoch)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    start = time.perf_counter()
+    for batch in TimedBatches(loader, device, stats, warmup_batches=warmup_batches):
+        images, labels = _to_device(batch, device, channels_last)
+        logits = model(images)
+        loss = nn.functional.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * labels.shape[0]
+        correct += (logits.detach().argmax(1) == labels).sum()
+        if progress is not None:
+            progress.update(stats, start)
+    stats.loss = loss_sum.item() / max(stats.samples, 1)
+    stats.acc = correct.item() / max(stats.samples, 1)
+    return stats
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader: Iterable, device: torch.device, *, channels_last: bool = False
+) -> tuple[float, float]:
+    """Mean loss and accuracy over ``loader``."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    n = 0
+    for batch in loader:
+        images, labels = _to_device(batch, device, channels_last)
+        logits = model(images)
+        loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+        n += labels.shape[0]
+    return loss_sum.item() / max(n, 1), correct.item() / max(n, 1)
+
+
+def iterate_loader(
+    loader: Iterable,
+    device: torch.device,
+    *,
+    epoch: int,
+    warmup_batches: int = 0,
+    progress: Progress | None = None,
+) -> EpochStats:
+    """The loader's ceiling: fetch every batch and move it to the device, no model.
+
+    The copy is the "touch": it reads every byte (and, from pinned memory, is the transfer a
+    training step would make), so lazily produced data cannot look free.
+    """
+    stats = EpochStats(epoch=epoch)
+    start = time.perf_counter()
+    for batch in TimedBatches(loader, device, stats, warmup_batches=warmup_batches):
+        _to_device(batch, device, channels_last=False)
+        if progress is not None:
+            progress.update(stats, start)
+    return stats
+
+
+def train_cached_batch(
+    model: nn.Module,
+    batch: Any,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    *,
+    epoch: int,
+    steps: int,
+    warmup_batches: int = 0,
+    channels_last: bool = False,
+    progress: Progress | None = None,
+) -> EpochStats:
+    """The compute ceiling: ``steps`` training steps on one batch already on the device."""
+    images, labels = _to_device(batch, device, channels_last)
+    return train_one_epoch(
+        model,
+        [(images, labels)] * steps,
+        optimizer,
+        device,
+        epoch=epoch,
+        warmup_batches=warmup_batches,
+        channels_last=False,
+        progress=progress,
+    )
+
+
+__all__ = [
+    "Progress",
+    "batch_size_of",
+    "evaluate",
+    "iterate_loader",
+    "synchronize",
+    "train_cached_batch",
+    "train_one_epoch",
+]

@@ -1,0 +1,79 @@
+"""What a run needs to be redone: versions, machine, code revision (the ``env.*`` tags)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from loaderbench.devices import cpu_model, device_name
+
+PACKAGES = {
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "hydra": "hydra-core",
+    "omegaconf": "omegaconf",
+    "mlflow": "mlflow",
+    "numpy": "numpy",
+    "pillow": "pillow",
+    "loaderbench": "loaderbench",
+}
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+@cache
+def git_revision() -> str:
+    """The commit of loaderbench's own checkout, ``-dirty`` when it has local changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def env_tags(device: torch.device) -> dict[str, str]:
+    tags = {f"env.{name}": _version(dist) for name, dist in PACKAGES.items()}
+    tags |= {
+        "env.python": platform.python_version(),
+        "env.platform": platform.platform(),
+        "env.cpu_count": str(os.cpu_count()),
+        "env.cpu_affinity": str(len(os.sched_getaffinity(0)))
+        if hasattr(os, "sched_getaffinity")
+        else "n/a",
+        "env.cpu_model": cpu_model(),
+        "env.torch_threads": str(torch.get_num_threads()),
+        "env.torch_cuda": str(torch.version.cuda or "none"),
+        "env.git_sha": git_revision(),
+        "env.hostname": socket.gethostname(),
+        "env.device": str(device),
+        "env.device_name": device_name(device),
+        "env.argv": " ".join(sys.argv),
+    }
+    return tags

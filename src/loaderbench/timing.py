@@ -1,0 +1,119 @@
+"""The clocks: first-batch latency, time blocked waiting for data vs compute, warm-up.
+
+An epoch's wall time is split in two: the time the training loop spends blocked in
+``next(iterator)`` (data wait, worker start-up included) and everything else (compute: the copy
+to the device, forward, backward, step). The device is synchronised only at window edges (epoch
+start and end, the end of warm-up): a per-step sync would slow the very loop being measured, and
+without any sync queued device work would be billed to whichever window happens to wait for it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    """Sync point: include queued device work before reading the clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@dataclass
+class EpochStats:
+    """What one pass over a loader measured; loss/accuracy are filled in by the loop."""
+
+    epoch: int
+    samples: int = 0
+    batches: int = 0
+    epoch_s: float = 0.0
+    data_wait_s: float = 0.0
+    first_batch_s: float = float("nan")
+    warmup_batches: int = 0
+    warmup_samples: int = 0
+    warmup_s: float = 0.0
+    loss: float = float("nan")
+    acc: float = float("nan")
+    val_loss: float = float("nan")
+    val_acc: float = float("nan")
+
+    @property
+    def compute_s(self) -> float:
+        return max(self.epoch_s - self.data_wait_s, 0.0)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.epoch_s if self.epoch_s > 0 else float("nan")
+
+    @property
+    def steady_samples_per_s(self) -> float:
+        """Throughput after the warm-up batches (equal to ``samples_per_s`` without warm-up)."""
+        seconds = self.epoch_s - self.warmup_s
+        samples = self.samples - self.warmup_samples
+        return samples / seconds if seconds > 0 and samples > 0 else float("nan")
+
+    @property
+    def data_wait_fraction(self) -> float:
+        return self.data_wait_s / self.epoch_s if self.epoch_s > 0 else float("nan")
+
+
+def batch_size_of(batch: Any) -> int:
+    """Samples in a batch: the length of its first tensor (labels or images)."""
+    first = batch[0] if isinstance(batch, (list, tuple)) else batch
+    return len(first)
+
+
+class TimedBatches:
+    """Iterates an epoch's batches and accounts for the time spent waiting for each.
+
+    The clock starts before ``iter(loader)``, so worker start-up (and, with persistent workers,
+    the refill of the prefetch queue) counts as waiting for data: the user waits for it too.
+    """
+
+    def __init__(
+        self, loader: Iterable, device: torch.device, stats: EpochStats, *, warmup_batches: int = 0
+    ):
+        self.loader, self.device, self.stats, self.warmup = loader, device, stats, warmup_batches
+
+    def __iter__(self) -> Iterator[Any]:
+        s, clock = self.stats, time.perf_counter
+        synchronize(self.device)
+        start = clock()
+        t0 = start
+        it = iter(self.loader)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                s.data_wait_s += clock() - t0
+                break
+            t1 = clock()
+            s.data_wait_s += t1 - t0
+            if s.batches == 0:
+                s.first_batch_s = t1 - start
+            s.batches += 1
+            s.samples += batch_size_of(batch)
+            yield batch
+            if s.batches == self.warmup:  # window edge: the end of warm-up
+                synchronize(self.device)
+                s.warmup_batches, s.warmup_samples, s.warmup_s = (
+                    s.batches,
+                    s.samples,
+                    clock() - start,
+                )
+            t0 = clock()
+        synchronize(self.device)
+        s.epoch_s = clock() - start
+
+
+def steady_samples_per_s(epochs: list[EpochStats]) -> float:
+    """Median per-epoch steady throughput after epoch 0 (epoch 0 alone if it is the only one)."""
+    values = [e.steady_samples_per_s for e in (epochs[1:] or epochs)]
+    return statistics.median(values) if values else float("nan")
