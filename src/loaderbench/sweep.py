@@ -105,6 +105,8 @@ class SweepCallback(Callback):
         if self.parent_run_id is not None:
             from loaderbench.report import publish_report, write_report
 
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
             parent = self.parent_run_id
             result = write_report(parent, self.client, self.sweep_dir)
             publish_report(parent, self.client, result)
@@ -113,7 +115,7 @@ class SweepCallback(Callback):
             log.info("\n%s", result.markdown)
             log.info("report: %s (and on parent run %s)", self.sweep_dir / "report.md", parent)
             log.info("look at it: %s", tracking.ui_command(self.tracking_uri))
-            failed = result.failed_names or failed
+            failed = [r.name for r in result.rows if r.status in ("FAILED", "KILLED")]
         if failed:
             log.error(
                 "%d combination(s) failed: %s. Each has error.txt (in the run and in its job "

@@ -1,0 +1,55 @@
+"""Report on a sweep: which loader setting won, by how much, and what failed.
+
+    python scripts/report.py                      # the latest sweep in the default store
+    python scripts/report.py RUN_ID --out DIR     # a given sweep parent run
+    python scripts/report.py --no-publish         # files only; leave the parent run as it is
+
+Writes report.md, report.csv, throughput.png and stall.png (default: outputs/reports/<run id>),
+attaches them to the sweep's parent run with its sweep/* metrics and tags, prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from loaderbench import report
+from loaderbench.tracking import resolve_tracking_uri
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_id", nargs="?", help="the sweep's parent run id (default: latest)")
+    parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or outputs/mlflow.db")
+    parser.add_argument("--out", type=Path, help="default: outputs/reports/<parent run id>")
+    parser.add_argument("--no-publish", action="store_true", help="do not log to the parent run")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # error.txt reads
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        uri = resolve_tracking_uri(args.tracking_uri, os.getcwd())
+        db = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
+        if db and not Path(db).exists():  # MlflowClient would create an empty store there
+            raise report.SweepNotFound(f"no tracking store at {db} (run a sweep first)")
+        client = report.open_client(uri)
+        run_id = args.run_id or report.find_latest_sweep(client)
+        out = args.out or Path("outputs") / "reports" / run_id
+        result = report.write_report(run_id, client, out)
+    except (report.SweepNotFound, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not args.no_publish:
+        report.publish_report(run_id, client, result)
+    print(result.markdown)
+    print(
+        f"\nwritten to {out.resolve()}" + ("" if args.no_publish else f"; logged to run {run_id}")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
