@@ -1,0 +1,205 @@
+"""End-to-end: `python run.py` in a subprocess, exactly as a user types it, against a real
+SQLite store or a real `mlflow server` on 127.0.0.1; checked with MLflow's own client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "dataset.size=128",
+    "dataset.val_size=32",
+    "dataset.image_size=32",
+    "trainer.epochs=1",
+    "loader.batch_size=32",
+]
+pytestmark = pytest.mark.slow
+
+
+def run_cli(args: list[str], tmp: Path, uri: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    cmd = [
+        sys.executable, "run.py", *args, *TINY,
+        f"mlflow.tracking_uri={uri}", f"hydra.sweep.dir={tmp}/sweep", f"hydra.run.dir={tmp}/run",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n")  # shown when a test fails
+    return proc
+
+
+def sweep_runs(uri: str):
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("loaderbench")
+    runs = client.search_runs([exp.experiment_id], run_view_type=3)
+    parents = [r for r in runs if r.data.tags.get("loaderbench.role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def check_sweep(uri: str, n_finished: int, n_failed: int = 0):
+    client, parents, children = sweep_runs(uri)
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    statuses = sorted(c.info.status for c in children)
+    assert statuses == sorted(["FINISHED"] * n_finished + ["FAILED"] * n_failed)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.md", "report.csv"} <= artifacts
+    assert any(p.endswith(".png") for p in artifacts)
+    assert parent.data.metrics["sweep/n_runs"] == n_finished + n_failed
+    assert parent.data.metrics["sweep/n_failed"] == n_failed
+    assert parent.data.tags["loaderbench.verdict"].startswith("Fastest")
+    for child in children:
+        assert child.info.run_name.startswith("w")  # reads like its combination
+    return client, parent, children
+
+
+def test_basic_launcher_sweep(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_cli(["-m", "loader.num_workers=0,2"], tmp_path, uri)
+    assert proc.returncode == 0
+    client, parent, children = check_sweep(uri, n_finished=2)
+    assert sorted(c.data.params["loader.num_workers"] for c in children) == ["0", "2"]
+    assert (tmp_path / "sweep" / "report.md").exists()
+    assert "Verdict" in proc.stdout
+    # identical accuracy whatever the loader settings
+    assert len({c.data.metrics["summary/val_acc"] for c in children}) == 1
+
+
+def test_failed_combination_is_recorded_and_sweep_goes_on(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_cli(["-m", "loader.num_workers=0,-1,2"], tmp_path, uri)
+    assert proc.returncode != 0
+    assert "1 combination(s) failed: w-1-bs32" in proc.stdout + proc.stderr
+    client, parent, children = check_sweep(uri, n_finished=2, n_failed=1)
+    (failed,) = [c for c in children if c.info.status == "FAILED"]
+    assert failed.data.params["loader.num_workers"] == "-1"
+    assert "error.txt" in {a.path for a in client.list_artifacts(failed.info.run_id)}
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    assert "FAILED" in report and "loader.num_workers=-1" in report
+
+
+def test_submitit_local_launcher_gives_the_same_structure(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_cli(["-m", "hydra/launcher=submitit_local", "loader.num_workers=0,2"], tmp_path, uri)
+    assert proc.returncode == 0
+    check_sweep(uri, n_finished=2)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1",
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                break
+        except OSError:
+            if server.poll() is not None:
+                pytest.fail("mlflow server exited at start")
+            time.sleep(0.5)
+    else:
+        pytest.fail("mlflow server did not answer within 120 s")
+    yield url
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+def test_sweep_against_a_real_mlflow_server(tmp_path, mlflow_server):
+    proc = run_cli(["-m", "loader.num_workers=0,2"], tmp_path, mlflow_server)
+    assert proc.returncode == 0
+    check_sweep(mlflow_server, n_finished=2)
+
+
+def test_report_from_the_store_alone(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert run_cli(["-m", "loader.num_workers=0,1"], tmp_path, uri).returncode == 0
+    _, (parent,), children = sweep_runs(uri)
+    (tmp_path / "sweep" / "report.md").unlink()  # nothing left but the store
+    out = tmp_path / "again"
+    proc = subprocess.run(
+        [sys.executable, "scripts/report.py", "--tracking-uri", uri, "--out", str(out), "--no-publish"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = (out / "report.md").read_text()
+    for child in children:
+        assert child.info.run_name in report
+    assert parent.data.tags["loaderbench.verdict"] in report
+
+
+@pytest.mark.parametrize("override", ["loader.num_workers=-1", "device=cuda"])
+def test_single_run_bad_input_fails_fast_with_one_line(tmp_path, override):
+    if override == "device=cuda" and torch.cuda.is_available():
+        pytest.skip("there is a CUDA device here")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_cli([override], tmp_path, uri, timeout=120)
+    assert proc.returncode == 2
+    key = override.split("=")[0]
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and key in lines[0]
+    if (tmp_path / "mlflow.db").exists():
+        _, parents, children = sweep_runs(uri)
+        assert not parents and not children
+
+
+def test_ctrl_c_leaves_runs_killed_and_no_workers(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    cmd = [
+        sys.executable, "run.py", "-m", "loader.num_workers=2,1", "dataset.size=100000",
+        "dataset.image_size=32", "trainer.progress=false",
+        f"mlflow.tracking_uri={uri}", f"hydra.sweep.dir={tmp_path}/sweep",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tree: set[int] = set()
+    deadline = time.time() + 180
+    while time.time() < deadline:  # wait until the first job's workers are busy
+        try:
+            kids = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            break
+        tree |= {k.pid for k in kids}
+        if len(kids) >= 2:
+            time.sleep(2)
+            break
+        time.sleep(0.5)
+    tree |= {k.pid for k in psutil.Process(proc.pid).children(recursive=True)}
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+    out, _ = proc.communicate(timeout=120)
+    print(out[-4000:])
+    assert proc.returncode != 0
+    time.sleep(1)
+    assert not [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    _, parents, children = sweep_runs(uri)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert [c.info.status for c in children] == ["KILLED"]  # the second job never started
