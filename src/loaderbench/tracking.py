@@ -306,7 +306,10 @@ class MlflowTracker(Tracker):
         if self.system_metrics:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-            self._system_monitor = SystemMetricsMonitor(self.run_id)
+            # MLflow's own sampler (CPU, memory, GPU via pynvml) into this run, every 2 s.
+            self._system_monitor = SystemMetricsMonitor(
+                self.run_id, sampling_interval=2, tracking_uri=self.tracking_uri
+            )
             self._system_monitor.start()
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
