@@ -15,10 +15,22 @@ from tests.conftest import compose_config
 EPOCH_KEYS = [*tracking.EPOCH_KEYS, *tracking.EPOCH_MODEL_KEYS]
 SUMMARY_KEYS = [*tracking.SUMMARY_KEYS, *tracking.SUMMARY_MODEL_KEYS]
 DESIGN_KEYS = {  # spelled out here as DESIGN.md spells them: the contract, not the code
-    "throughput/samples_per_s", "time/epoch_s", "time/data_wait_s", "time/compute_s",
-    "stall/data_wait_fraction", "loss/train", "acc/train", "loss/val", "acc/val",
-    "summary/samples_per_s", "summary/steady_samples_per_s", "summary/first_batch_s",
-    "summary/data_wait_fraction", "summary/val_acc", "summary/train_loss", "summary/wall_s",
+    "throughput/samples_per_s",
+    "time/epoch_s",
+    "time/data_wait_s",
+    "time/compute_s",
+    "stall/data_wait_fraction",
+    "loss/train",
+    "acc/train",
+    "loss/val",
+    "acc/val",
+    "summary/samples_per_s",
+    "summary/steady_samples_per_s",
+    "summary/first_batch_s",
+    "summary/data_wait_fraction",
+    "summary/val_acc",
+    "summary/train_loss",
+    "summary/wall_s",
     "memory/peak_rss_mb",
 }
 
@@ -35,7 +47,9 @@ def test_run_records_every_contract_key_in_sqlite(small_cfg, sqlite_uri):
     client = MlflowClient(tracking_uri=sqlite_uri)
     (found,) = client.search_runs([client.get_experiment_by_name("loaderbench").experiment_id])
     assert found.info.status == "FINISHED"
-    assert found.info.run_name == "w0-bs32 num_workers=0" or found.info.run_name.startswith("w0-bs32")
+    assert found.info.run_name == "w0-bs32 num_workers=0" or found.info.run_name.startswith(
+        "w0-bs32"
+    )
     metrics = found.data.metrics
     for key in DESIGN_KEYS:
         assert key in metrics, key
@@ -52,8 +66,16 @@ def test_run_records_every_contract_key_in_sqlite(small_cfg, sqlite_uri):
     assert params["effective.pin_memory"] == "False"
     assert params["data.fingerprint"].startswith("shapes-")
     tags = found.data.tags
-    for tag in ("env.torch", "env.python", "env.platform", "env.cpu_count", "env.git_sha",
-                "env.hostname", "env.device_name", "loaderbench.overrides"):
+    for tag in (
+        "env.torch",
+        "env.python",
+        "env.platform",
+        "env.cpu_count",
+        "env.git_sha",
+        "env.hostname",
+        "env.device_name",
+        "loaderbench.overrides",
+    ):
         assert tags[tag], tag
     artifacts = {a.path for a in client.list_artifacts(found.info.run_id)}
     assert "config.yaml" in artifacts
@@ -80,7 +102,9 @@ def test_pin_memory_without_accelerator_is_recorded_as_ignored(small_cfg):
 
 
 def test_bad_value_fails_before_any_run_is_opened(small_cfg, sqlite_uri):
-    cfg = small_cfg("loader.num_workers=-1", "mlflow.enabled=true", f"mlflow.tracking_uri={sqlite_uri}")
+    cfg = small_cfg(
+        "loader.num_workers=-1", "mlflow.enabled=true", f"mlflow.tracking_uri={sqlite_uri}"
+    )
     with pytest.raises(ConfigError, match=r"loader\.num_workers=-1"):
         run(cfg, launch=Launch())
     client = MlflowClient(tracking_uri=sqlite_uri)
@@ -89,7 +113,9 @@ def test_bad_value_fails_before_any_run_is_opened(small_cfg, sqlite_uri):
 
 
 def test_failure_in_a_sweep_job_is_recorded_and_the_sweep_goes_on(small_cfg, sqlite_uri, tmp_path):
-    cfg = small_cfg("loader.num_workers=-1", "mlflow.enabled=true", f"mlflow.tracking_uri={sqlite_uri}")
+    cfg = small_cfg(
+        "loader.num_workers=-1", "mlflow.enabled=true", f"mlflow.tracking_uri={sqlite_uri}"
+    )
     job_dir = tmp_path / "job"
     job_dir.mkdir()
     result = run(cfg, launch=Launch(multirun=True, output_dir=str(job_dir)))

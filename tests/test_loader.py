@@ -18,7 +18,11 @@ CPU = torch.device("cpu")
     [
         # meaningless with num_workers=0: normalised so a grid stays rectangular
         (dict(num_workers=0, prefetch_factor=4), dict(prefetch_factor=None), {"prefetch_factor"}),
-        (dict(num_workers=0, persistent_workers=True), dict(persistent_workers=False), {"persistent_workers"}),
+        (
+            dict(num_workers=0, persistent_workers=True),
+            dict(persistent_workers=False),
+            {"persistent_workers"},
+        ),
         (
             dict(num_workers=0, multiprocessing_context="spawn"),
             dict(multiprocessing_context=None),
@@ -29,7 +33,12 @@ CPU = torch.device("cpu")
         (dict(num_workers=2, pin_memory=True), dict(pin_memory=False), {"pin_memory"}),
         # meaningful: passed through untouched
         (
-            dict(num_workers=2, prefetch_factor=4, persistent_workers=True, multiprocessing_context="spawn"),
+            dict(
+                num_workers=2,
+                prefetch_factor=4,
+                persistent_workers=True,
+                multiprocessing_context="spawn",
+            ),
             dict(prefetch_factor=4, persistent_workers=True, multiprocessing_context="spawn"),
             set(),
         ),

@@ -28,11 +28,18 @@ TINY = [
 pytestmark = pytest.mark.slow
 
 
-def run_cli(args: list[str], tmp: Path, uri: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], tmp: Path, uri: str, timeout: float = 900
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     cmd = [
-        sys.executable, "run.py", *args, *TINY,
-        f"mlflow.tracking_uri={uri}", f"hydra.sweep.dir={tmp}/sweep", f"hydra.run.dir={tmp}/run",
+        sys.executable,
+        "run.py",
+        *args,
+        *TINY,
+        f"mlflow.tracking_uri={uri}",
+        f"hydra.sweep.dir={tmp}/sweep",
+        f"hydra.run.dir={tmp}/run",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n")  # shown when a test fails
@@ -110,11 +117,24 @@ def mlflow_server(tmp_path):
     port = _free_port()
     server = subprocess.Popen(
         [
-            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-            "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-            "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1",
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--workers",
+            "1",
         ],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -146,8 +166,19 @@ def test_report_from_the_store_alone(tmp_path):
     (tmp_path / "sweep" / "report.md").unlink()  # nothing left but the store
     out = tmp_path / "again"
     proc = subprocess.run(
-        [sys.executable, "scripts/report.py", "--tracking-uri", uri, "--out", str(out), "--no-publish"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "scripts/report.py",
+            "--tracking-uri",
+            uri,
+            "--out",
+            str(out),
+            "--no-publish",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     report = (out / "report.md").read_text()
@@ -175,12 +206,25 @@ def test_ctrl_c_leaves_runs_killed_and_no_workers(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     cmd = [
-        sys.executable, "run.py", "-m", "loader.num_workers=2,1", "dataset.size=100000",
-        "dataset.image_size=32", "trainer.progress=false",
-        f"mlflow.tracking_uri={uri}", f"hydra.sweep.dir={tmp_path}/sweep",
+        sys.executable,
+        "run.py",
+        "-m",
+        "loader.num_workers=2,1",
+        "dataset.size=100000",
+        "dataset.image_size=32",
+        "trainer.progress=false",
+        f"mlflow.tracking_uri={uri}",
+        f"hydra.sweep.dir={tmp_path}/sweep",
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     tree: set[int] = set()
     deadline = time.time() + 180
     while time.time() < deadline:  # wait until the first job's workers are busy

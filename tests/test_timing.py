@@ -85,6 +85,8 @@ def test_warmup_batches_are_reported_and_excluded_from_steady():
 
 
 def test_steady_is_median_after_epoch_zero():
-    epochs = [EpochStats(epoch=i, samples=100, epoch_s=s) for i, s in enumerate([10.0, 1.0, 2.0, 4.0])]
+    epochs = [
+        EpochStats(epoch=i, samples=100, epoch_s=s) for i, s in enumerate([10.0, 1.0, 2.0, 4.0])
+    ]
     assert steady_samples_per_s(epochs) == pytest.approx(50.0)  # median of 100, 50, 25
     assert steady_samples_per_s(epochs[:1]) == pytest.approx(10.0)

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from loaderbench import tracking
 from loaderbench.config import ConfigError
@@ -124,11 +125,25 @@ def configure_determinism(cfg: DictConfig, device: torch.device) -> None:
 def _instantiate_dataset(cfg: DictConfig) -> DatasetPair:
     options = OmegaConf.to_container(cfg.dataset, resolve=True)
     options.pop("name", None)  # the option's label, recorded as a param; not an argument
-    return instantiate(options)
+    try:
+        return instantiate(options)
+    except InstantiationException as exc:  # Hydra wraps the builder's own clear error
+        if isinstance(exc.__cause__, ConfigError):
+            raise exc.__cause__ from None
+        raise
+
+
+def _check_required(cfg: DictConfig) -> None:
+    """A mandatory value left as ``???`` (e.g. dataset.root) is a config error naming it."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as exc:
+        raise ConfigError(f"{exc.full_key} must be set: pass {exc.full_key}=...") from None
 
 
 def prepare(cfg: DictConfig) -> Setup:
     """Validate the config and build device, data, loaders, model and optimizer."""
+    _check_required(cfg)
     mode = cfg.bench.mode
     if mode not in MODES:
         raise ConfigError(f"bench.mode={mode}: choose one of {', '.join(MODES)}")
@@ -147,7 +162,7 @@ def prepare(cfg: DictConfig) -> Setup:
     val_set = TransformedDataset(data.val, preset.val, seed)
 
     torch.manual_seed(seed)  # model initialisation: the same weights for every loader setting
-    model = instantiate(cfg.model).to(device)
+    model = instantiate(cfg.model, num_classes=data.num_classes).to(device)
     optimizer = instantiate(cfg.optim)(model.parameters())
     return Setup(
         device=device,
@@ -227,6 +242,7 @@ def _params(cfg: DictConfig, setup: Setup | None) -> dict[str, Any]:
             "data.fingerprint": setup.data.fingerprint,
             "data.train_size": len(setup.data.train),
             "data.val_size": len(setup.data.val),
+            "data.num_classes": setup.data.num_classes,
             "effective.device": str(setup.device),
         }
     return params

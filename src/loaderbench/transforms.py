@@ -15,11 +15,11 @@ def _to_float(mean: tuple[float, ...], std: tuple[float, ...]) -> list[v2.Transf
 
 
 class NoTransforms:
-    """Samples pass through as they are (e.g. in-memory float tensors)."""
+    """Only what the model needs: a float tensor (uint8 scaled to [0, 1]; float passes as is).
+    No resizing, no normalisation, no randomness."""
 
     def __init__(self, *, image_size: int | None = None):
-        self.image_size = image_size
-        self.train = self.val = None
+        self.train = self.val = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
 
 
 class Basic:
