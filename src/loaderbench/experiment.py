@@ -204,7 +204,9 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
                 stats = iterate_loader(s.train_loader, s.device, **common)
             else:  # model_only: one batch, fetched outside the clock, replayed on the device
                 if cached_batch is None:
+                    t0 = time.perf_counter()
                     cached_batch = next(iter(s.train_loader))
+                    fetch_s = time.perf_counter() - t0
                 stats = train_cached_batch(
                     s.model,
                     cached_batch,
@@ -214,6 +216,8 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
                     channels_last=s.channels_last,
                     **common,
                 )
+            if s.mode == "model_only":  # the real cost of getting a batch, not a list lookup
+                stats.first_batch_s = fetch_s
         finally:
             progress.close()
         if s.mode == "train":  # outside the clock: evaluation is not training time

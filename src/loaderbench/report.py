@@ -130,7 +130,7 @@ class ReportResult:
 
 # --- reading the store --------------------------------------------------------------------
 def open_client(tracking_uri: str) -> Any:
-    t._quiet_mlflow_logging()
+    t.quiet_mlflow_logging()
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
@@ -225,6 +225,8 @@ def make_verdict(groups: list[Group]) -> tuple[str, Group | None]:
         return "No run finished, so there is no fastest combination.", None
     best = max(cands, key=Group.median)
     head = f"Fastest: {best.label} at {best.median():.0f} samples/s"
+    if len(cands) == 1:
+        return head + ", the only training combination here: nothing to compare it with.", best
     w0 = [g for g in cands if g.runs[0].params.get(WORKERS) == "0"]
     if not w0:
         return head + " (no num_workers=0 run in this sweep to compare with).", best
@@ -289,8 +291,10 @@ def find_ceilings(groups: list[Group]) -> list[str]:
             why = f"compute-bound: the model alone takes {model:.0f} samples/s, "
             why += f"the loader alone could deliver {loader:.0f}"
         eff = f"{train:.0f} ÷ {min(loader, model):.0f} = {train / min(loader, model):.0%}"
+        setting = ", ".join(f"{k}={v}" for k, v in modes["train"].without(MODE))
+        setting = setting or modes["train"].label
         lines.append(
-            f"{modes['train'].label}: pipeline efficiency = train samples/s ÷ "
+            f"{setting}: pipeline efficiency = train samples/s ÷ "
             f"min(loader_only, model_only) = {eff}; {why}."
         )
     return lines

@@ -29,6 +29,8 @@ SWEEP_DIR_TAG = "loaderbench.sweep_dir"
 VERDICT_TAG = "loaderbench.verdict"
 REPRO_TAG = "loaderbench.reproducibility"
 ROLE_TAG = "loaderbench.role"  # "sweep" on a parent run, "job" on a run of a job
+REPRODUCES_TAG = "loaderbench.reproduces"  # on a re-run: the id of the run it re-ran
+REPRODUCE_RESULT_TAG = "loaderbench.reproduce_result"  # match / mismatch: ...
 PARENT_ENV = "LOADERBENCH_PARENT_RUN_ID"  # set by the sweep callback, read by its jobs
 
 SAMPLES_PER_S = "throughput/samples_per_s"
@@ -225,7 +227,7 @@ def resolve_tracking_uri(configured: str | None, launch_dir: str | os.PathLike) 
     return uri
 
 
-def _quiet_mlflow_logging() -> None:
+def quiet_mlflow_logging() -> None:
     # First use of a SQLite store runs ~40 alembic migrations, each logged at INFO.
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -234,7 +236,7 @@ def _quiet_mlflow_logging() -> None:
 def open_experiment(tracking_uri: str, name: str) -> tuple[Any, str]:
     """An ``MlflowClient`` on ``tracking_uri`` and the id of experiment ``name`` (created if
     missing; for a SQLite store its artifacts go beside the database, never to ./mlruns)."""
-    _quiet_mlflow_logging()
+    quiet_mlflow_logging()
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 

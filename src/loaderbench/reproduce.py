@@ -1,0 +1,193 @@
+"""Re-run a recorded run from its stored ``config.yaml`` and check the numbers come out the same.
+
+The promise being checked is DESIGN.md's: the same seed gives bit-identical per-epoch losses and
+accuracies. It is only made for the same software on the same machine, so differing ``env.*``
+tags are reported as warnings next to the verdict; throughput is listed for information (it is
+a measurement, never expected to repeat exactly). A sweep parent reproduces each FINISHED child
+as a standalone run; every new run carries ``loaderbench.reproduces`` = the original's id.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from loaderbench import tracking as t
+
+log = logging.getLogger(__name__)
+
+REPRODUCES_TAG = t.REPRODUCES_TAG
+RESULT_TAG = t.REPRODUCE_RESULT_TAG
+CONFIG_ARTIFACT = "config.yaml"
+COMPARED = (t.LOSS_TRAIN, t.ACC_TRAIN, t.LOSS_VAL, t.ACC_VAL)
+THROUGHPUT = (t.SUMMARY_SAMPLES_PER_S, t.SUMMARY_STEADY, t.SUMMARY_FIRST_BATCH)
+# What bit-exactness depends on: other versions or another CPU may round differently.
+ENV_TAGS = (
+    "env.torch",
+    "env.torchvision",
+    "env.numpy",
+    "env.pillow",
+    "env.cpu_model",
+    "env.torch_threads",
+    "env.git_sha",
+)
+
+
+class ReproduceError(LookupError):
+    """The run cannot be reproduced: no such store or run, or no stored ``config.yaml``."""
+
+
+@dataclass
+class Comparison:
+    """One original run against its reproduction."""
+
+    original_id: str
+    name: str
+    new_id: str | None = None
+    differences: list[str] = field(default_factory=list)  # losses/accuracies: any entry fails
+    throughput: list[str] = field(default_factory=list)  # information only
+    warnings: list[str] = field(default_factory=list)  # environment drift
+
+    @property
+    def matched(self) -> bool:
+        return not self.differences
+
+    def lines(self) -> list[str]:
+        head = f"{self.name} ({self.original_id}) -> {self.new_id or 'no run'}: "
+        head += "match" if self.matched else "MISMATCH"
+        out = [head, *(f"  {d}" for d in self.differences)]
+        out += [f"  warning: {w}" for w in self.warnings]
+        out += [f"  throughput (information only): {x}" for x in self.throughput]
+        return out
+
+
+def history_by_step(client: Any, run_id: str, key: str) -> dict[int, list[float]]:
+    """Every value recorded for ``key``, per step, in logging order. The full history, not the
+    latest value: a step logged twice (a re-logged or tampered value) must not compare equal."""
+    metrics = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    steps: dict[int, list[float]] = {}
+    for m in metrics:
+        steps.setdefault(m.step, []).append(m.value)
+    return steps
+
+
+def _show(values: list[float] | None) -> str:
+    if not values:
+        return "nothing"
+    return repr(values[0]) if len(values) == 1 else f"{len(values)} values {values!r}"
+
+
+def compare_histories(client: Any, original_id: str, new_id: str) -> list[str]:
+    """Per-epoch losses and accuracies, to the last bit; one line per differing epoch."""
+    problems = []
+    for key in COMPARED:
+        old, new = history_by_step(client, original_id, key), history_by_step(client, new_id, key)
+        for step in sorted(old.keys() | new.keys()):
+            if old.get(step) != new.get(step):
+                was, now = _show(old.get(step)), _show(new.get(step))
+                problems.append(f"{key} epoch {step}: original {was}, reproduced {now}")
+    return problems
+
+
+def compare_throughput(old: dict[str, float], new: dict[str, float]) -> list[str]:
+    lines = []
+    for key in (k for k in THROUGHPUT if k in old and k in new):
+        change = f" ({new[key] / old[key] - 1:+.1%})" if old[key] else ""
+        lines.append(f"{key} {old[key]:.4g} -> {new[key]:.4g}{change}")
+    return lines
+
+
+def compare_env(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    return [
+        f"{key} was {old.get(key, 'unrecorded')}, now {new.get(key, 'unrecorded')}; "
+        "bit-exactness is only promised on the same software and machine"
+        for key in ENV_TAGS
+        if old.get(key) != new.get(key)
+    ]
+
+
+def load_config(client: Any, run_id: str) -> Any:
+    """The run's resolved config, from its ``config.yaml`` artifact."""
+    if CONFIG_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
+        raise ReproduceError(f"run {run_id} has no {CONFIG_ARTIFACT} artifact to reproduce from")
+    with tempfile.TemporaryDirectory() as tmp:
+        return OmegaConf.load(client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp))
+
+
+def reproduce_run(client: Any, run: Any, tracking_uri: str) -> Comparison:
+    """Re-run ``run`` into the same store and experiment; compare, tag, return the result."""
+    from loaderbench.experiment import Launch, make_tracker
+    from loaderbench.experiment import run as run_job
+
+    original = run.info.run_id
+    comparison = Comparison(original, run.info.run_name or original[:8])
+    cfg = load_config(client, original)
+    cfg.mlflow.enabled = True
+    cfg.mlflow.tracking_uri = tracking_uri  # the store the original is in, wherever we run
+    # The original override string gives the new run the same name; Hydra's grammar has no
+    # spaces outside quotes in the overrides loaderbench's runs use, so a split undoes the join.
+    launch = Launch(overrides=run.data.tags.get(t.OVERRIDES_TAG, "").split())
+    tracker = make_tracker(cfg, launch)
+    log.info("reproducing %s (%s)", comparison.name, original)
+    try:
+        run_job(cfg, tracker=tracker, launch=launch)
+    except Exception as exc:  # recorded as a difference: in a sweep the next child still runs
+        comparison.differences.append(f"the reproduction failed: {type(exc).__name__}: {exc}")
+    comparison.new_id = tracker.run_id
+    if comparison.new_id is None:  # failed before a run was opened (e.g. a missing folder)
+        return comparison
+
+    new = client.get_run(comparison.new_id)
+    if new.info.status == "FINISHED":
+        comparison.differences += compare_histories(client, original, comparison.new_id)
+    comparison.throughput = compare_throughput(run.data.metrics, new.data.metrics)
+    comparison.warnings = compare_env(run.data.tags, new.data.tags)
+    for warning in comparison.warnings:
+        log.warning("%s: %s", comparison.name, warning)
+    verdict = "match" if comparison.matched else "mismatch: " + "; ".join(comparison.differences)
+    if comparison.warnings:  # recorded with the verdict: a match elsewhere proves less
+        drift = [key for key in ENV_TAGS if run.data.tags.get(key) != new.data.tags.get(key)]
+        verdict = f"{verdict} (environment differs: {', '.join(drift)})"
+    client.set_tag(comparison.new_id, REPRODUCES_TAG, original)
+    client.set_tag(comparison.new_id, RESULT_TAG, verdict[:4000])
+    return comparison
+
+
+def open_store(tracking_uri: str) -> Any:
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///") :])
+        if not db.exists():  # MlflowClient would silently create an empty store there
+            raise ReproduceError(f"no tracking store at {db}")
+    t.quiet_mlflow_logging()
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def reproduce(run_id: str, tracking_uri: str) -> list[Comparison]:
+    """Reproduce a run, or every FINISHED child of a sweep parent; one Comparison each."""
+    from mlflow.exceptions import MlflowException
+
+    client = open_store(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise ReproduceError(f"run {run_id} not found in {tracking_uri}") from exc
+    if run.data.tags.get(t.ROLE_TAG) != "sweep":
+        return [reproduce_run(client, run, tracking_uri)]
+
+    children = client.search_runs(
+        [run.info.experiment_id],
+        f"tags.`{t.PARENT_TAG}` = '{run_id}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10_000,
+    )
+    if not children:
+        raise ReproduceError(f"sweep {run_id} has no FINISHED runs to reproduce")
+    log.info("sweep %s: reproducing %d runs", run_id, len(children))
+    return [reproduce_run(client, child, tracking_uri) for child in children]

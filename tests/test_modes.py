@@ -1,0 +1,127 @@
+"""bench.mode, warm-up and repeats: what each records, checked by structure, never by a clock.
+
+Timing thresholds make flaky tests on a shared 2-core machine; instead a counting dataset shows
+what each mode reads (model_only reads one batch, outside the clock, so it cannot wait for
+data), and the logged keys show what each mode claims to have measured.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+from torch.utils.data import Dataset
+
+from loaderbench import tracking
+from loaderbench.config import ConfigError
+from loaderbench.data import DatasetPair
+from loaderbench.data.shapes import make_shapes
+from loaderbench.experiment import run
+
+TRAIN_SIZE, VAL_SIZE, BATCH = 256, 64, 32  # as conftest.SMALL
+MODEL_KEYS = ("loss/", "acc/", "summary/val_acc", "summary/train_loss")
+VAL_KEYS = (tracking.LOSS_VAL, tracking.ACC_VAL, tracking.SUMMARY_VAL_ACC)
+READS: Counter[str] = Counter()  # split -> samples fetched (num_workers=0: this process)
+
+
+class CountingDataset(Dataset):
+    """Counts every sample read from ``base``: what a mode fetched, whatever its clocks say."""
+
+    def __init__(self, base: Dataset, split: str):
+        self.base, self.split = base, split
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int):
+        READS[self.split] += 1
+        return self.base[index]
+
+
+def counting_shapes(**kwargs) -> DatasetPair:
+    """The shapes option with counted reads (``dataset._target_`` points here)."""
+    pair = make_shapes(**kwargs)
+    pair.train = CountingDataset(pair.train, "train")
+    pair.val = CountingDataset(pair.val, "val")
+    return pair
+
+
+def _run(cfg) -> tracking.InMemoryTracker:
+    tracker = tracking.InMemoryTracker()
+    run(cfg, tracker=tracker)
+    assert tracker.status == "FINISHED"
+    return tracker
+
+
+def _finite(tracker: tracking.InMemoryTracker) -> None:
+    for key, values in tracker.metrics.items():
+        assert all(math.isfinite(v) for _, v in values), key
+
+
+@pytest.mark.parametrize(
+    ("mode", "train_reads", "val_reads"),
+    [
+        ("train", TRAIN_SIZE, VAL_SIZE),  # every sample, then the evaluation
+        ("loader_only", TRAIN_SIZE, 0),  # every sample, no model, no evaluation
+        ("model_only", BATCH, 0),  # one batch, fetched before the clock, replayed
+    ],
+)
+def test_each_mode_reads_what_it_claims_and_logs_its_keys(small_cfg, mode, train_reads, val_reads):
+    READS.clear()
+    cfg = small_cfg(
+        f"bench.mode={mode}",
+        "loader.num_workers=0",  # the counter lives in this process
+        "dataset._target_=tests.test_modes.counting_shapes",
+    )
+    t = _run(cfg)
+    assert (READS["train"], READS["val"]) == (train_reads, val_reads)
+    assert t.params["bench.mode"] == mode
+
+    for key in (*tracking.EPOCH_KEYS, tracking.SUMMARY_SAMPLES_PER_S, tracking.SUMMARY_DATA_WAIT):
+        assert key in t.metrics, key
+    _finite(t)
+    # Every mode counts a full epoch of samples (model_only replays its batch len(loader) times),
+    # so throughputs are comparable: samples/s x epoch seconds = the training set.
+    samples = t.last(tracking.SAMPLES_PER_S) * t.last(tracking.EPOCH_S)
+    assert samples == pytest.approx(TRAIN_SIZE, rel=1e-9)
+    assert 0 <= t.last(tracking.DATA_WAIT_FRACTION) <= 1
+    assert t.last(tracking.DATA_WAIT_S) + t.last(tracking.COMPUTE_S) == pytest.approx(
+        t.last(tracking.EPOCH_S)
+    )
+
+    logged = set(t.metrics)
+    if mode == "train":
+        assert {tracking.LOSS_TRAIN, tracking.ACC_TRAIN, *VAL_KEYS} <= logged
+        assert tracking.SUMMARY_TRAIN_LOSS in logged
+    elif mode == "loader_only":  # no model ran: nothing model-shaped may be claimed
+        assert not [k for k in logged if k.startswith(MODEL_KEYS)]
+    else:  # a model trained (on one batch), but nothing was evaluated
+        assert {tracking.LOSS_TRAIN, tracking.ACC_TRAIN} <= logged
+        assert not logged & set(VAL_KEYS)
+
+
+def test_warmup_batches_are_recorded_and_excluded(small_cfg):
+    t = _run(small_cfg("bench.warmup_batches=2"))
+    assert t.last(tracking.SUMMARY_WARMUP_BATCHES) == 2
+    assert t.last(tracking.WARMUP_S) > 0  # some time passed: a fact, not a threshold
+    assert t.last(tracking.WARMUP_S) < t.last(tracking.EPOCH_S)  # 2 of 8 batches
+    assert math.isfinite(t.last(tracking.STEADY_SAMPLES_PER_S))
+    assert math.isfinite(t.last(tracking.SUMMARY_STEADY))
+
+
+def test_unknown_mode_names_the_key_and_records_nothing(small_cfg):
+    tracker = tracking.InMemoryTracker()
+    with pytest.raises(ConfigError, match=r"bench\.mode=foo") as err:
+        run(small_cfg("bench.mode=foo"), tracker=tracker)
+    assert "train" in str(err.value) and "loader_only" in str(err.value)  # the fix is named
+    assert tracker.status is None and not tracker.metrics
+
+
+def test_repeat_is_appendable_and_logged_as_a_param(small_cfg):
+    # The report groups runs that differ only in bench.repeat; `+bench.repeat=0,1,2` on the
+    # command line must compose although the bench group has a dataclass schema.
+    cfg = small_cfg("+bench.repeat=1", "bench.mode=loader_only")
+    assert cfg.bench.repeat == 1
+    t = _run(cfg)
+    assert t.params["bench.repeat"] == 1
