@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from loaderbench.config import ConfigError
 from loaderbench.timing import EpochStats, steady_samples_per_s
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ def resolve_tracking_uri(configured: str | None, launch_dir: str | os.PathLike) 
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = "sqlite:///" + str((Path(launch_dir) / uri[len("sqlite:///") :]).resolve())
     if "://" not in uri:
-        raise ValueError(
+        raise ConfigError(
             f"mlflow.tracking_uri={uri}: a plain folder store is refused by MLflow 3; "
             "use sqlite:///path/to/mlflow.db or http://host:port"
         )
