@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import re
 import statistics
 import tempfile
 import time
@@ -90,7 +91,10 @@ class Group:
     @property
     def label(self) -> str:
         n, name = len(self.runs), self.runs[0].name
-        return name if n == 1 else f"{name} (median of {n})"
+        if n == 1:
+            return name
+        group = re.sub(r" repeat=\S+", "", name)  # the group's name, not its first run's
+        return f"{group} (median of {n})"
 
     def without(self, *params: str) -> tuple:
         return tuple(kv for kv in self.key if kv[0] not in params)
