@@ -235,13 +235,18 @@ def test_ceilings_name_the_bottleneck(exp: tuple[Any, str]) -> None:
     ]
     res = report.analyze_sweep(client, make_sweep(client, exp_id, children))
     assert len(res.ceilings) == 2
+    assert res.efficiencies == pytest.approx([280 / 300, 950 / 1000])
     w0, w4 = res.ceilings
     # named by the setting, without the mode that differs within the trio
     assert w0.startswith("loader.multiprocessing_context=null, loader.num_workers=0: pipeline")
     assert "mode" not in w0.split(":")[0] and "280 ÷ 300 = 93%" in w0
     assert "input-bound: the loader alone delivers 300 samples/s" in w0
     assert "model alone could take 1000" in w0
-    assert w4.startswith("loader.multiprocessing_context=fork, loader.num_workers=4") and "950 ÷ 1000 = 95%" in w4 and "compute-bound" in w4
+    assert (
+        w4.startswith("loader.multiprocessing_context=fork, loader.num_workers=4")
+        and "950 ÷ 1000 = 95%" in w4
+        and "compute-bound" in w4
+    )
     assert "## Ceilings" in res.markdown
     # The verdict compares training runs only, never loader_only throughput.
     assert res.verdict.startswith("Fastest: w4-fork-bs64 at 950 samples/s, 3.39× the matching")

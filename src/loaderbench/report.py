@@ -113,6 +113,7 @@ class ReportResult:
     warnings: list[str]  # reproducibility mismatches
     reproducibility: str  # the REPRO_TAG value: identical / mismatch: ... / n/a
     ceilings: list[str]
+    efficiencies: list[float] = field(default_factory=list)  # one per ceilings line
     markdown: str = ""
     markdown_path: Path | None = None
     csv_path: Path | None = None
@@ -278,12 +279,13 @@ def check_reproducibility(rows: list[RunRow], varied: list[str]) -> tuple[list[s
     return warnings, "identical" if compared else "n/a"
 
 
-def find_ceilings(groups: list[Group]) -> list[str]:
-    """Pipeline efficiency wherever train, loader_only and model_only ran with one setting."""
+def find_ceilings(groups: list[Group]) -> tuple[list[str], list[float]]:
+    """Pipeline efficiency wherever train, loader_only and model_only ran with one setting:
+    a sentence naming the bottleneck, and the efficiency, per setting."""
     by_setting: dict[tuple, dict[str, Group]] = {}
     for g in groups:
         by_setting.setdefault(g.without(MODE), {})[g.runs[0].mode] = g
-    lines = []
+    lines, efficiencies = [], []
     for modes in (m for m in by_setting.values() if set(MODES) <= m.keys()):
         train, loader, model = (modes[m].median() for m in MODES)
         if min(loader, model) <= 0:
@@ -294,14 +296,15 @@ def find_ceilings(groups: list[Group]) -> list[str]:
         else:
             why = f"compute-bound: the model alone takes {model:.0f} samples/s, "
             why += f"the loader alone could deliver {loader:.0f}"
-        eff = f"{train:.0f} ÷ {min(loader, model):.0f} = {train / min(loader, model):.0%}"
+        efficiencies.append(train / min(loader, model))
+        eff = f"{train:.0f} ÷ {min(loader, model):.0f} = {efficiencies[-1]:.0%}"
         setting = ", ".join(f"{k}={v}" for k, v in modes["train"].without(MODE))
-        setting = setting or modes["train"].label
+        setting = setting or re.sub(r" mode=\S+", "", modes["train"].label)
         lines.append(
             f"{setting}: pipeline efficiency = train samples/s ÷ "
             f"min(loader_only, model_only) = {eff}; {why}."
         )
-    return lines
+    return lines, efficiencies
 
 
 def analyze_sweep(client: Any, parent_run_id: str) -> ReportResult:
@@ -311,8 +314,10 @@ def analyze_sweep(client: Any, parent_run_id: str) -> ReportResult:
     groups = group_repeats(rows, varied)
     verdict, best = make_verdict(groups)
     warnings, repro = check_reproducibility(rows, varied)
-    ceilings = find_ceilings(groups)
-    a = ReportResult(name, rows, varied, groups, best, verdict, warnings, repro, ceilings)
+    ceilings, efficiencies = find_ceilings(groups)
+    a = ReportResult(
+        name, rows, varied, groups, best, verdict, warnings, repro, ceilings, efficiencies
+    )
     a.markdown = render_markdown(a)
     return a
 
@@ -466,5 +471,9 @@ def publish_report(parent_run_id: str, client: Any, result: ReportResult) -> Non
         values[t.SWEEP_BEST] = result.best_samples_per_s
     now = int(1000 * time.time())
     metrics = [Metric(k, float(v), now, 0) for k, v in values.items()]
+    # one value per setting that ran all three modes, in the report's order (step = its index)
+    metrics += [Metric(t.SWEEP_EFFICIENCY, e, now, i) for i, e in enumerate(result.efficiencies)]
     tags = [RunTag(t.VERDICT_TAG, result.verdict), RunTag(t.REPRO_TAG, result.reproducibility)]
+    if result.ceilings:
+        tags.append(RunTag(t.CEILINGS_TAG, "; ".join(result.ceilings)[:4000]))
     client.log_batch(parent_run_id, metrics=metrics, tags=tags)

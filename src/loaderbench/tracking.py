@@ -61,6 +61,8 @@ CPU_UTILIZATION = "cpu/utilization"
 SWEEP_N_RUNS = "sweep/n_runs"
 SWEEP_N_FAILED = "sweep/n_failed"
 SWEEP_BEST = "sweep/best_samples_per_s"
+SWEEP_EFFICIENCY = "sweep/pipeline_efficiency"  # train ÷ min(loader_only, model_only)
+CEILINGS_TAG = "loaderbench.ceilings"  # the bottleneck in words
 
 EPOCH_KEYS = (SAMPLES_PER_S, EPOCH_S, DATA_WAIT_S, COMPUTE_S, DATA_WAIT_FRACTION)
 EPOCH_MODEL_KEYS = (LOSS_TRAIN, ACC_TRAIN, LOSS_VAL, ACC_VAL)
