@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from loaderbench.timing import EpochStats, TimedBatches, batch_size_of, synchronize
+from loaderbench.timing import EpochStats, TimedBatches
 
 
 class Progress:
@@ -157,10 +157,8 @@ def train_cached_batch(
 
 __all__ = [
     "Progress",
-    "batch_size_of",
     "evaluate",
     "iterate_loader",
-    "synchronize",
     "train_cached_batch",
     "train_one_epoch",
 ]
