@@ -7,13 +7,13 @@ import math
 import pytest
 from mlflow.tracking import MlflowClient
 
-from loaderbench import tracking
+from loaderbench import keys, tracking
 from loaderbench.config import ConfigError
 from loaderbench.experiment import Launch, run
 from tests.conftest import compose_config
 
-EPOCH_KEYS = [*tracking.EPOCH_KEYS, *tracking.EPOCH_MODEL_KEYS]
-SUMMARY_KEYS = [*tracking.SUMMARY_KEYS, *tracking.SUMMARY_MODEL_KEYS]
+EPOCH_KEYS = [*keys.EPOCH_KEYS, *keys.EPOCH_MODEL_KEYS]
+SUMMARY_KEYS = [*keys.SUMMARY_KEYS, *keys.SUMMARY_MODEL_KEYS]
 DESIGN_KEYS = {  # spelled out here as DESIGN.md spells them: the contract, not the code
     "throughput/samples_per_s",
     "time/epoch_s",

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from loaderbench import tracking
+from loaderbench import keys, tracking
 from loaderbench.experiment import run
 from loaderbench.resources import MB, ResourceMonitor
 
@@ -25,12 +25,12 @@ linux_only = pytest.mark.skipif(
 N = 2_500_000  # ~80 MB as Python floats (24-byte objects + 8-byte pointers), 20 MB as float64
 ITEMS = 8  # each item reads the whole data, so every worker touches every element
 MEMORY_KEYS = (
-    tracking.PEAK_RSS,
-    tracking.PEAK_PSS,
-    tracking.PEAK_USS,
-    tracking.WORKERS_PSS,
-    tracking.PEAK_SHM,
-    tracking.CPU_UTILIZATION,
+    keys.PEAK_RSS,
+    keys.PEAK_PSS,
+    keys.PEAK_USS,
+    keys.WORKERS_PSS,
+    keys.PEAK_SHM,
+    keys.CPU_UTILIZATION,
 )
 
 
@@ -84,12 +84,12 @@ def test_a_run_logs_memory_and_cpu(small_cfg):
     for key in MEMORY_KEYS:
         assert key in tracker.metrics, key
         assert math.isfinite(tracker.last(key)), key
-    assert tracker.last(tracking.PEAK_RSS) > 0
-    assert 0 < tracker.last(tracking.PEAK_USS) <= tracker.last(tracking.PEAK_PSS)
-    assert tracker.last(tracking.PEAK_PSS) <= tracker.last(tracking.PEAK_RSS)
-    assert tracker.last(tracking.WORKERS_PSS) >= 0
-    assert tracker.last(tracking.PEAK_SHM) >= 0
-    assert tracker.last(tracking.CPU_UTILIZATION) > 0
+    assert tracker.last(keys.PEAK_RSS) > 0
+    assert 0 < tracker.last(keys.PEAK_USS) <= tracker.last(keys.PEAK_PSS)
+    assert tracker.last(keys.PEAK_PSS) <= tracker.last(keys.PEAK_RSS)
+    assert tracker.last(keys.WORKERS_PSS) >= 0
+    assert tracker.last(keys.PEAK_SHM) >= 0
+    assert tracker.last(keys.CPU_UTILIZATION) > 0
 
 
 @linux_only

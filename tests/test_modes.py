@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 from torch.utils.data import Dataset
 
-from loaderbench import tracking
+from loaderbench import keys, tracking
 from loaderbench.config import ConfigError
 from loaderbench.data import DatasetPair
 from loaderbench.data.shapes import make_shapes
@@ -21,7 +21,7 @@ from loaderbench.experiment import run
 
 TRAIN_SIZE, VAL_SIZE, BATCH = 256, 64, 32  # as conftest.SMALL
 MODEL_KEYS = ("loss/", "acc/", "summary/val_acc", "summary/train_loss")
-VAL_KEYS = (tracking.LOSS_VAL, tracking.ACC_VAL, tracking.SUMMARY_VAL_ACC)
+VAL_KEYS = (keys.LOSS_VAL, keys.ACC_VAL, keys.SUMMARY_VAL_ACC)
 READS: Counter[str] = Counter()  # split -> samples fetched (num_workers=0: this process)
 
 
@@ -78,36 +78,34 @@ def test_each_mode_reads_what_it_claims_and_logs_its_keys(small_cfg, mode, train
     assert (READS["train"], READS["val"]) == (train_reads, val_reads)
     assert t.params["bench.mode"] == mode
 
-    for key in (*tracking.EPOCH_KEYS, tracking.SUMMARY_SAMPLES_PER_S, tracking.SUMMARY_DATA_WAIT):
+    for key in (*keys.EPOCH_KEYS, keys.SUMMARY_SAMPLES_PER_S, keys.SUMMARY_DATA_WAIT):
         assert key in t.metrics, key
     _finite(t)
     # Every mode counts a full epoch of samples (model_only replays its batch len(loader) times),
     # so throughputs are comparable: samples/s x epoch seconds = the training set.
-    samples = t.last(tracking.SAMPLES_PER_S) * t.last(tracking.EPOCH_S)
+    samples = t.last(keys.SAMPLES_PER_S) * t.last(keys.EPOCH_S)
     assert samples == pytest.approx(TRAIN_SIZE, rel=1e-9)
-    assert 0 <= t.last(tracking.DATA_WAIT_FRACTION) <= 1
-    assert t.last(tracking.DATA_WAIT_S) + t.last(tracking.COMPUTE_S) == pytest.approx(
-        t.last(tracking.EPOCH_S)
-    )
+    assert 0 <= t.last(keys.DATA_WAIT_FRACTION) <= 1
+    assert t.last(keys.DATA_WAIT_S) + t.last(keys.COMPUTE_S) == pytest.approx(t.last(keys.EPOCH_S))
 
     logged = set(t.metrics)
     if mode == "train":
-        assert {tracking.LOSS_TRAIN, tracking.ACC_TRAIN, *VAL_KEYS} <= logged
-        assert tracking.SUMMARY_TRAIN_LOSS in logged
+        assert {keys.LOSS_TRAIN, keys.ACC_TRAIN, *VAL_KEYS} <= logged
+        assert keys.SUMMARY_TRAIN_LOSS in logged
     elif mode == "loader_only":  # no model ran: nothing model-shaped may be claimed
         assert not [k for k in logged if k.startswith(MODEL_KEYS)]
     else:  # a model trained (on one batch), but nothing was evaluated
-        assert {tracking.LOSS_TRAIN, tracking.ACC_TRAIN} <= logged
+        assert {keys.LOSS_TRAIN, keys.ACC_TRAIN} <= logged
         assert not logged & set(VAL_KEYS)
 
 
 def test_warmup_batches_are_recorded_and_excluded(small_cfg):
     t = _run(small_cfg("bench.warmup_batches=2"))
-    assert t.last(tracking.SUMMARY_WARMUP_BATCHES) == 2
-    assert t.last(tracking.WARMUP_S) > 0  # some time passed: a fact, not a threshold
-    assert t.last(tracking.WARMUP_S) < t.last(tracking.EPOCH_S)  # 2 of 8 batches
-    assert math.isfinite(t.last(tracking.STEADY_SAMPLES_PER_S))
-    assert math.isfinite(t.last(tracking.SUMMARY_STEADY))
+    assert t.last(keys.SUMMARY_WARMUP_BATCHES) == 2
+    assert t.last(keys.WARMUP_S) > 0  # some time passed: a fact, not a threshold
+    assert t.last(keys.WARMUP_S) < t.last(keys.EPOCH_S)  # 2 of 8 batches
+    assert math.isfinite(t.last(keys.STEADY_SAMPLES_PER_S))
+    assert math.isfinite(t.last(keys.SUMMARY_STEADY))
 
 
 def test_unknown_mode_names_the_key_and_records_nothing(small_cfg):

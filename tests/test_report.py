@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from loaderbench import report
+from loaderbench import keys, report
 from loaderbench import tracking as t
 
 LOSS = [1.25, 0.75, 0.5]
@@ -47,21 +47,23 @@ def child(name: str, sps: float | None = None, status: str = "FINISHED", **kw: A
     }
     params |= kw.pop("params", {})
     metrics = {
-        t.SUMMARY_SAMPLES_PER_S: sps,
-        t.SUMMARY_STEADY: None if sps is None else sps * 1.0625,
-        t.SUMMARY_FIRST_BATCH: 0.0123456,
-        t.SUMMARY_DATA_WAIT: 0.25,
-        t.PEAK_RSS: 512.5,
-        t.SUMMARY_VAL_ACC: 0.75,
+        keys.SUMMARY_SAMPLES_PER_S: sps,
+        keys.SUMMARY_STEADY: None if sps is None else sps * 1.0625,
+        keys.SUMMARY_FIRST_BATCH: 0.0123456,
+        keys.SUMMARY_DATA_WAIT: 0.25,
+        keys.PEAK_RSS: 512.5,
+        keys.SUMMARY_VAL_ACC: 0.75,
     }
     loss, acc = kw.pop("loss", LOSS), kw.pop("acc", ACC)
     return dict(name=name, status=status, params=params, metrics=metrics, loss=loss, acc=acc, **kw)
 
 
 def make_sweep(client: Any, exp_id: str, children: list[dict], name: str = "sweep") -> str:
-    parent = client.create_run(exp_id, _start(), {t.ROLE_TAG: "sweep"}, run_name=name).info.run_id
+    parent = client.create_run(
+        exp_id, _start(), {keys.ROLE_TAG: "sweep"}, run_name=name
+    ).info.run_id
     for c in children:
-        tags = {t.PARENT_TAG: parent, t.ROLE_TAG: "job"}
+        tags = {keys.PARENT_TAG: parent, keys.ROLE_TAG: "job"}
         run_id = client.create_run(exp_id, _start(), tags, run_name=c["name"]).info.run_id
         for key, value in c["params"].items():
             client.log_param(run_id, key, value)
@@ -71,8 +73,8 @@ def make_sweep(client: Any, exp_id: str, children: list[dict], name: str = "swee
                     client.log_metric(run_id, key, value)
             if c["params"]["bench.mode"] == "train":
                 for step, (loss, acc) in enumerate(zip(c["loss"], c["acc"], strict=True)):
-                    client.log_metric(run_id, t.LOSS_TRAIN, loss, step=step)
-                    client.log_metric(run_id, t.ACC_VAL, acc, step=step)
+                    client.log_metric(run_id, keys.LOSS_TRAIN, loss, step=step)
+                    client.log_metric(run_id, keys.ACC_VAL, acc, step=step)
         if c.get("error"):
             client.log_text(run_id, c["error"], "error.txt")
         if c["status"] != "RUNNING":
@@ -217,7 +219,7 @@ def test_reproducibility_warning_only_for_mismatching_histories(exp: tuple[Any, 
     res = report.analyze_sweep(client, make_sweep(client, exp_id, drift))
     assert len(res.warnings) == 1
     assert "w0-bs64" in res.warnings[0] and "w2-fork-bs64" in res.warnings[0]
-    assert t.LOSS_TRAIN in res.warnings[0] and "epoch 2" in res.warnings[0]
+    assert keys.LOSS_TRAIN in res.warnings[0] and "epoch 2" in res.warnings[0]
     assert res.reproducibility.startswith("mismatch: ")
     assert "## ⚠ Reproducibility warning" in res.markdown
 
@@ -267,11 +269,11 @@ def test_publish_report_puts_artifacts_metrics_and_tags_on_parent(
         "throughput.png",
         "stall.png",
     }
-    assert run.data.metrics[t.SWEEP_N_RUNS] == 5
-    assert run.data.metrics[t.SWEEP_N_FAILED] == 1
-    assert run.data.metrics[t.SWEEP_BEST] == 1234.5678901234
-    assert run.data.tags[t.VERDICT_TAG] == res.verdict
-    assert run.data.tags[t.REPRO_TAG] == "identical"
+    assert run.data.metrics[keys.SWEEP_N_RUNS] == 5
+    assert run.data.metrics[keys.SWEEP_N_FAILED] == 1
+    assert run.data.metrics[keys.SWEEP_BEST] == 1234.5678901234
+    assert run.data.tags[keys.VERDICT_TAG] == res.verdict
+    assert run.data.tags[keys.REPRO_TAG] == "identical"
 
 
 def test_latest_sweep_and_bad_run_ids(exp: tuple[Any, str], store: str) -> None:
@@ -297,6 +299,6 @@ def test_cli_exit_codes(exp: tuple[Any, str], store: str, tmp_path: Path, capsys
     argv = ["--tracking-uri", store, "--out", str(tmp_path), "--no-publish"]
     assert cli.main([parent, *argv]) == 0
     assert "# Sweep report" in capsys.readouterr().out and (tmp_path / "report.md").exists()
-    assert t.VERDICT_TAG not in client.get_run(parent).data.tags  # --no-publish
+    assert keys.VERDICT_TAG not in client.get_run(parent).data.tags  # --no-publish
     assert cli.main(["f" * 32, *argv]) == 1
     assert "not found" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from loaderbench import tracking
+from loaderbench import keys, tracking
 from loaderbench.experiment import Launch, run
 from loaderbench.reproduce import ENV_TAGS, REPRODUCES_TAG, ReproduceError, compare_env, reproduce
 from tests.conftest import SMALL, compose_config
@@ -89,14 +89,14 @@ def test_reproduce_round_trip_and_tampering(small_cfg, sqlite_uri, capsys, monke
     # The original is the one FINISHED job of a sweep (plus a FAILED one, which is skipped), so
     # reproducing the parent exercises the sweep path without training a second job.
     client, exp_id = tracking.open_experiment(sqlite_uri, "loaderbench")
-    parent_id = client.create_run(exp_id, tags={tracking.ROLE_TAG: "sweep"}).info.run_id
-    failed = client.create_run(exp_id, tags={tracking.PARENT_TAG: parent_id}).info.run_id
+    parent_id = client.create_run(exp_id, tags={keys.ROLE_TAG: "sweep"}).info.run_id
+    failed = client.create_run(exp_id, tags={keys.PARENT_TAG: parent_id}).info.run_id
     client.set_terminated(failed, "FAILED")
-    monkeypatch.setenv(tracking.PARENT_ENV, parent_id)
+    monkeypatch.setenv(keys.PARENT_ENV, parent_id)
     cfg = small_cfg(*AUGMENT, "mlflow.enabled=true", f"mlflow.tracking_uri={sqlite_uri}")
     run(cfg, launch=Launch(overrides=list(AUGMENT), multirun=True))
-    monkeypatch.delenv(tracking.PARENT_ENV)
-    (original,) = only_run(client, **{tracking.PARENT_TAG: parent_id, tracking.ROLE_TAG: "job"})
+    monkeypatch.delenv(keys.PARENT_ENV)
+    (original,) = only_run(client, **{keys.PARENT_TAG: parent_id, keys.ROLE_TAG: "job"})
     original_id = original.info.run_id
 
     (result,) = reproduce(parent_id, sqlite_uri)
@@ -105,7 +105,7 @@ def test_reproduce_round_trip_and_tampering(small_cfg, sqlite_uri, capsys, monke
     assert not result.warnings  # same software, same machine
     new = client.get_run(result.new_id)
     assert new.data.tags[REPRODUCES_TAG] == original_id
-    assert tracking.PARENT_TAG not in new.data.tags  # a standalone run
+    assert keys.PARENT_TAG not in new.data.tags  # a standalone run
     assert new.info.run_name == original.info.run_name
     assert new.info.experiment_id == original.info.experiment_id
 
@@ -146,9 +146,7 @@ def test_unreproducible_runs_are_a_one_line_error(sqlite_uri, tmp_path, capsys):
 @pytest.mark.slow
 def test_sweep_over_workers_and_start_methods_is_identical_and_reproducible(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", tracking.PARENT_ENV)
-    }
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", keys.PARENT_ENV)}
     cmd = [
         sys.executable, "run.py", "-m", "loader.num_workers=0,2",
         "loader.multiprocessing_context=fork,spawn", "transforms=augment", "trainer.epochs=2",
@@ -160,8 +158,8 @@ def test_sweep_over_workers_and_start_methods_is_identical_and_reproducible(tmp_
     assert proc.returncode == 0
 
     client = MlflowClient(tracking_uri=uri)
-    (parent,) = only_run(client, **{tracking.ROLE_TAG: "sweep"})
-    children = only_run(client, **{tracking.PARENT_TAG: parent.info.run_id})
+    (parent,) = only_run(client, **{keys.ROLE_TAG: "sweep"})
+    children = only_run(client, **{keys.PARENT_TAG: parent.info.run_id})
     assert len(children) == 4  # w0 with fork and with spawn: normalised, yet two runs
     assert {c.info.status for c in children} == {"FINISHED"}
     for key in HISTORIES:
@@ -171,7 +169,7 @@ def test_sweep_over_workers_and_start_methods_is_identical_and_reproducible(tmp_
         }
         assert len(seen) == 1, (key, seen)
         assert [step for step, _ in next(iter(seen))] == [0, 1]
-    assert parent.data.tags[tracking.REPRO_TAG] == "identical"
+    assert parent.data.tags[keys.REPRO_TAG] == "identical"
 
     child = next(c for c in children if c.data.params["loader.num_workers"] == "2")
     proc = subprocess.run(

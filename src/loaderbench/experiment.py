@@ -21,7 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
-from loaderbench import tracking
+from loaderbench import keys, tracking
 from loaderbench.config import ConfigError
 from loaderbench.data import DatasetPair, LoaderPlan, TransformedDataset, build_loader, plan_loader
 from loaderbench.data.loader import close_loader
@@ -29,7 +29,6 @@ from loaderbench.devices import resolve_device
 from loaderbench.loop import Progress, evaluate, iterate_loader, train_cached_batch, train_one_epoch
 from loaderbench.provenance import env_tags
 from loaderbench.resources import ResourceMonitor
-from loaderbench.sweep import JOB_ERROR_FILE
 from loaderbench.timing import EpochStats
 
 log = logging.getLogger(__name__)
@@ -108,7 +107,7 @@ def make_tracker(cfg: DictConfig, launch: Launch) -> tracking.Tracker:
     return tracking.MlflowTracker(
         uri,
         cfg.mlflow.experiment,
-        parent_run_id=os.environ.get(tracking.PARENT_ENV) if launch.multirun else None,
+        parent_run_id=os.environ.get(keys.PARENT_ENV) if launch.multirun else None,
         system_metrics=cfg.mlflow.system_metrics,
     )
 
@@ -254,11 +253,11 @@ def _params(cfg: DictConfig, setup: Setup | None) -> dict[str, Any]:
 
 def _tags(launch: Launch, setup: Setup | None) -> dict[str, str]:
     tags = {
-        tracking.OVERRIDES_TAG: " ".join(launch.overrides),
-        tracking.ROLE_TAG: "job",
+        keys.OVERRIDES_TAG: " ".join(launch.overrides),
+        keys.ROLE_TAG: "job",
     }
     if launch.sweep_dir:
-        tags[tracking.SWEEP_DIR_TAG] = launch.sweep_dir
+        tags[keys.SWEEP_DIR_TAG] = launch.sweep_dir
     if launch.output_dir:
         tags["loaderbench.output_dir"] = launch.output_dir
     if setup is not None:
@@ -285,7 +284,7 @@ def run(
         setup = prepare(cfg)
         tracker.start(run_name=name, params=_params(cfg, setup), tags=_tags(launch, setup))
         started = True
-        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), keys.CONFIG_ARTIFACT)
         if setup.data.stats:
             tracker.log_metrics({f"data/{k}": v for k, v in setup.data.stats.items()})
         with ResourceMonitor(cfg.bench.memory_interval_s) as monitor:
@@ -295,7 +294,7 @@ def run(
         tracker.log_metrics(summary)
         tracker.end("FINISHED")
         report_summary(summary, tracker, data=setup.data)
-        return summary[tracking.SUMMARY_SAMPLES_PER_S]
+        return summary[keys.SUMMARY_SAMPLES_PER_S]
     except KeyboardInterrupt:
         if started:
             tracker.end("KILLED")
@@ -303,13 +302,13 @@ def run(
     except Exception as exc:
         error = traceback.format_exc()
         if launch.output_dir:  # the sweep callback counts failures from these files too
-            Path(launch.output_dir, JOB_ERROR_FILE).write_text(error)
+            Path(launch.output_dir, keys.ERROR_ARTIFACT).write_text(error)
         if launch.multirun and not started:
             # Record the broken combination so the sweep report lists it.
             tracker.start(run_name=name, params=_params(cfg, setup), tags=_tags(launch, setup))
             started = True
         if started:
-            tracker.log_text(error, JOB_ERROR_FILE)
+            tracker.log_text(error, keys.ERROR_ARTIFACT)
             tracker.end("FAILED")
         if not launch.multirun:
             raise
@@ -324,12 +323,12 @@ def run(
 def resource_metrics(monitor: ResourceMonitor) -> dict[str, float]:
     u = monitor.usage
     metrics = {
-        tracking.PEAK_RSS: u.peak_rss_mb,
-        tracking.PEAK_PSS: u.peak_pss_mb,
-        tracking.PEAK_USS: u.peak_uss_mb,
-        tracking.WORKERS_PSS: u.peak_workers_pss_mb,
-        tracking.PEAK_SHM: u.peak_shm_mb,
-        tracking.CPU_UTILIZATION: u.cpu_utilization,
+        keys.PEAK_RSS: u.peak_rss_mb,
+        keys.PEAK_PSS: u.peak_pss_mb,
+        keys.PEAK_USS: u.peak_uss_mb,
+        keys.WORKERS_PSS: u.peak_workers_pss_mb,
+        keys.PEAK_SHM: u.peak_shm_mb,
+        keys.CPU_UTILIZATION: u.cpu_utilization,
     }
     return {k: v for k, v in metrics.items() if not math.isnan(v)}
 
@@ -337,12 +336,12 @@ def resource_metrics(monitor: ResourceMonitor) -> dict[str, float]:
 def report_summary(summary: dict[str, float], tracker: tracking.Tracker, data: DatasetPair) -> None:
     get = summary.get
     line = (
-        f"{get(tracking.SUMMARY_SAMPLES_PER_S):.0f} samples/s "
-        f"(steady {get(tracking.SUMMARY_STEADY):.0f}), "
-        f"waiting for data {get(tracking.SUMMARY_DATA_WAIT):.0%} of training time, "
-        f"first batch after {get(tracking.SUMMARY_FIRST_BATCH):.2f} s"
+        f"{get(keys.SUMMARY_SAMPLES_PER_S):.0f} samples/s "
+        f"(steady {get(keys.SUMMARY_STEADY):.0f}), "
+        f"waiting for data {get(keys.SUMMARY_DATA_WAIT):.0%} of training time, "
+        f"first batch after {get(keys.SUMMARY_FIRST_BATCH):.2f} s"
     )
-    if tracking.SUMMARY_VAL_ACC in summary:
-        line += f", val acc {get(tracking.SUMMARY_VAL_ACC):.3f} (chance {1 / data.num_classes:.3f})"
-    log.info("%s, peak memory %.0f MB", line, get(tracking.PEAK_RSS))
+    if keys.SUMMARY_VAL_ACC in summary:
+        line += f", val acc {get(keys.SUMMARY_VAL_ACC):.3f} (chance {1 / data.num_classes:.3f})"
+    log.info("%s, peak memory %.0f MB", line, get(keys.PEAK_RSS))
     log.info("recorded: %s", tracker.where())

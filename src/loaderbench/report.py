@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loaderbench import keys
 from loaderbench import tracking as t
 
 log = logging.getLogger(__name__)
@@ -32,19 +33,23 @@ WORKER_ONLY = (
     "loader.prefetch_factor",
 )
 NOT_KNOBS = ("effective.", "data.", "mlflow.", "hydra.")  # derived, or where results go
-HISTORIES = (t.LOSS_TRAIN, t.ACC_VAL)
+HISTORIES = (keys.LOSS_TRAIN, keys.ACC_VAL)
 COLUMNS = {  # summary key -> (table header, display format); the table shows them in this order
-    t.SUMMARY_SAMPLES_PER_S: ("samples/s", ".0f"),
-    t.SUMMARY_STEADY: ("steady samples/s", ".0f"),
-    t.SUMMARY_FIRST_BATCH: ("first batch (s)", ".3g"),
-    t.SUMMARY_DATA_WAIT: ("data wait", ".1%"),
-    t.PEAK_RSS: ("peak RSS (MB)", ".0f"),
-    t.PEAK_PSS: ("peak PSS (MB)", ".0f"),
-    t.WORKERS_PSS: ("workers PSS (MB)", ".0f"),
-    t.CPU_UTILIZATION: ("CPU (cores busy)", ".3g"),
-    t.SUMMARY_VAL_ACC: ("val acc", ".1%"),
+    keys.SUMMARY_SAMPLES_PER_S: ("samples/s", ".0f"),
+    keys.SUMMARY_STEADY: ("steady samples/s", ".0f"),
+    keys.SUMMARY_FIRST_BATCH: ("first batch (s)", ".3g"),
+    keys.SUMMARY_DATA_WAIT: ("data wait", ".1%"),
+    keys.PEAK_RSS: ("peak RSS (MB)", ".0f"),
+    keys.PEAK_PSS: ("peak PSS (MB)", ".0f"),
+    keys.WORKERS_PSS: ("workers PSS (MB)", ".0f"),
+    keys.CPU_UTILIZATION: ("CPU (cores busy)", ".3g"),
+    keys.SUMMARY_VAL_ACC: ("val acc", ".1%"),
 }
-OPTIONAL = (t.PEAK_PSS, t.WORKERS_PSS, t.CPU_UTILIZATION)  # columns only when a run has them
+OPTIONAL = (
+    keys.PEAK_PSS,
+    keys.WORKERS_PSS,
+    keys.CPU_UTILIZATION,
+)  # columns only when a run has them
 
 
 class SweepNotFound(LookupError):
@@ -82,10 +87,10 @@ class Group:
     key: tuple[tuple[str, str], ...]
     runs: list[RunRow]
 
-    def values(self, key: str = t.SUMMARY_SAMPLES_PER_S) -> list[float]:
+    def values(self, key: str = keys.SUMMARY_SAMPLES_PER_S) -> list[float]:
         return [v for r in self.runs if not math.isnan(v := r.value(key))]
 
-    def median(self, key: str = t.SUMMARY_SAMPLES_PER_S) -> float:
+    def median(self, key: str = keys.SUMMARY_SAMPLES_PER_S) -> float:
         return statistics.median(vals) if (vals := self.values(key)) else math.nan
 
     @property
@@ -146,11 +151,11 @@ def find_latest_sweep(client: Any) -> str:
     from mlflow.entities import ViewType
 
     ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
-    query = f"tags.`{t.ROLE_TAG}` = 'sweep'"
+    query = f"tags.`{keys.ROLE_TAG}` = 'sweep'"
     order = ["attributes.start_time DESC"]
     runs = client.search_runs(ids, query, ViewType.ALL, 1, order) if ids else []
     if not runs:
-        raise SweepNotFound(f"no sweep (run tagged {t.ROLE_TAG}=sweep) in {client.tracking_uri}")
+        raise SweepNotFound(f"no sweep (run tagged {keys.ROLE_TAG}=sweep) in {client.tracking_uri}")
     return runs[0].info.run_id
 
 
@@ -158,7 +163,7 @@ def _error_line(client: Any, run_id: str) -> str | None:
     """The exception line of the run's ``error.txt`` (a traceback's last line), if any."""
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            text = Path(client.download_artifacts(run_id, "error.txt", tmp)).read_text()
+            text = Path(client.download_artifacts(run_id, keys.ERROR_ARTIFACT, tmp)).read_text()
     except Exception as exc:  # no error.txt, or an unreachable artifact store: keep the row
         log.debug("no error.txt for run %s: %s", run_id, exc)
         return None
@@ -183,9 +188,9 @@ def load_sweep(client: Any, parent_run_id: str) -> tuple[str, list[RunRow]]:
         parent = client.get_run(parent_run_id)
     except MlflowException as exc:
         raise SweepNotFound(f"run {parent_run_id} not found in {client.tracking_uri}") from exc
-    if parent.data.tags.get(t.ROLE_TAG) != "sweep":
-        raise SweepNotFound(f"run {parent_run_id} is not a sweep parent (no {t.ROLE_TAG}=sweep)")
-    query = f"tags.`{t.PARENT_TAG}` = '{parent_run_id}'"
+    if parent.data.tags.get(keys.ROLE_TAG) != "sweep":
+        raise SweepNotFound(f"run {parent_run_id} is not a sweep parent (no {keys.ROLE_TAG}=sweep)")
+    query = f"tags.`{keys.PARENT_TAG}` = '{parent_run_id}'"
     order, exp = ["attributes.start_time ASC"], [parent.info.experiment_id]
     runs, token = [], None
     while True:
@@ -210,8 +215,8 @@ def load_sweep(client: Any, parent_run_id: str) -> tuple[str, list[RunRow]]:
 # --- analysis -----------------------------------------------------------------------------
 def varied_params(rows: list[RunRow]) -> list[str]:
     """Configured params whose values differ across the runs (``effective.*`` left out)."""
-    keys = sorted({k for r in rows for k in r.params if not k.startswith(NOT_KNOBS)})
-    return [k for k in keys if len({r.params.get(k) for r in rows}) > 1]
+    names = sorted({k for r in rows for k in r.params if not k.startswith(NOT_KNOBS)})
+    return [k for k in names if len({r.params.get(k) for r in rows}) > 1]
 
 
 def group_repeats(rows: list[RunRow], varied: list[str]) -> list[Group]:
@@ -343,14 +348,14 @@ def _repeats_section(a: ReportResult) -> list[str]:
     best = a.best or max(a.groups, key=Group.median)
     body = []
     for g in a.groups:
-        v, s = g.values(), g.values(t.SUMMARY_STEADY)
+        v, s = g.values(), g.values(keys.SUMMARY_STEADY)
         if g is best:
             vs = "best"
         elif max(v) >= min(best.values()):
             vs = "not significant (ranges overlap)"
         else:
             vs = f"{g.median() / best.median() - 1:+.0%}"
-        steady = [f"{g.median(t.SUMMARY_STEADY):.0f}", f"{min(s):.0f}–{max(s):.0f}"] if s else []
+        steady = [f"{g.median(keys.SUMMARY_STEADY):.0f}", f"{min(s):.0f}–{max(s):.0f}"] if s else []
         med = [f"{g.median():.0f}", f"{min(v):.0f}–{max(v):.0f}"]
         body.append([g.runs[0].name, len(g.runs), *med, *(steady or ["–", "–"]), vs])
     header = ["group", "n", "samples/s (median)", "min–max", "steady (median)", "min–max"]
@@ -360,7 +365,7 @@ def _repeats_section(a: ReportResult) -> list[str]:
 
 
 def render_markdown(a: ReportResult) -> str:
-    keys = _metric_keys(a.rows)
+    cols = _metric_keys(a.rows)
     out = [f"# Sweep report: {a.name}", "", f"**Verdict.** {a.verdict}", ""]
     if a.warnings:
         out += ["## ⚠ Reproducibility warning", ""]
@@ -370,14 +375,14 @@ def render_markdown(a: ReportResult) -> str:
     for r in a.rows:
         status = f"{r.status}: {r.error[:120]}" if r.error else r.status
         params = [r.params.get(k, "") for k in a.varied]
-        body.append([r.name, *params, *(_show(r, k) for k in keys), status])
-    header = ["run", *a.varied, *(COLUMNS[k][0] for k in keys), "status"]
+        body.append([r.name, *params, *(_show(r, k) for k in cols), status])
+    header = ["run", *a.varied, *(COLUMNS[k][0] for k in cols), "status"]
     out += [f"## Runs ({len(a.rows)})", "", *_table(header, body), ""]
     if any(len(g.runs) > 1 for g in a.groups):
         out += _repeats_section(a)
     if a.ceilings:
         out += ["## Ceilings", "", *(f"- {c}" for c in a.ceilings), ""]
-    repro = f"Per-epoch {t.LOSS_TRAIN} and {t.ACC_VAL} across loader settings: {a.reproducibility}."
+    repro = f"Per-epoch {keys.LOSS_TRAIN} and {keys.ACC_VAL} across loader settings: {a.reproducibility}."
     out += ["## Reproducibility", "", repro, ""]
     if failed := [r for r in a.rows if not r.finished]:
         out += ["## Failures", ""]
@@ -393,12 +398,12 @@ def report_markdown(parent_run_id: str, client: Any) -> str:
 
 
 def write_csv(path: Path, rows: list[RunRow], varied: list[str]) -> None:
-    keys = _metric_keys(rows)
+    cols = _metric_keys(rows)
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["run_name", "run_id", "status", *varied, *keys, "error"])
+        writer.writerow(["run_name", "run_id", "status", *varied, *cols, "error"])
         for r in rows:  # full precision: repr() round-trips the stored float exactly
-            metrics = [repr(r.metrics[k]) if k in r.metrics else "" for k in keys]
+            metrics = [repr(r.metrics[k]) if k in r.metrics else "" for k in cols]
             params = [r.params.get(k, "") for k in varied]
             writer.writerow([r.name, r.run_id, r.status, *params, *metrics, r.error or ""])
 
@@ -451,9 +456,9 @@ def write_report(parent_run_id: str, client: Any, out_dir: str | Path) -> Report
     write_csv(a.csv_path, a.rows, a.varied)
     a.plot_paths = [out / "throughput.png", out / "stall.png"]
     tput = "training throughput (samples/s, data waiting included)"
-    _plot(a, t.SUMMARY_SAMPLES_PER_S, 1.0, tput, f"{a.name}: throughput", a.plot_paths[0])
+    _plot(a, keys.SUMMARY_SAMPLES_PER_S, 1.0, tput, f"{a.name}: throughput", a.plot_paths[0])
     stall = "time blocked waiting for data (% of training time)"
-    _plot(a, t.SUMMARY_DATA_WAIT, 100.0, stall, f"{a.name}: data stall", a.plot_paths[1])
+    _plot(a, keys.SUMMARY_DATA_WAIT, 100.0, stall, f"{a.name}: data stall", a.plot_paths[1])
     for w in a.warnings:
         log.warning("reproducibility: %s", w)
     return a
@@ -466,14 +471,17 @@ def publish_report(parent_run_id: str, client: Any, result: ReportResult) -> Non
     for path in (result.markdown_path, result.csv_path, *result.plot_paths):
         if path is not None and path.exists():
             client.log_artifact(parent_run_id, str(path))
-    values = {t.SWEEP_N_RUNS: result.n_runs, t.SWEEP_N_FAILED: result.n_failed}
+    values = {keys.SWEEP_N_RUNS: result.n_runs, keys.SWEEP_N_FAILED: result.n_failed}
     if result.best_samples_per_s is not None:
-        values[t.SWEEP_BEST] = result.best_samples_per_s
+        values[keys.SWEEP_BEST] = result.best_samples_per_s
     now = int(1000 * time.time())
     metrics = [Metric(k, float(v), now, 0) for k, v in values.items()]
     # one value per setting that ran all three modes, in the report's order (step = its index)
-    metrics += [Metric(t.SWEEP_EFFICIENCY, e, now, i) for i, e in enumerate(result.efficiencies)]
-    tags = [RunTag(t.VERDICT_TAG, result.verdict), RunTag(t.REPRO_TAG, result.reproducibility)]
+    metrics += [Metric(keys.SWEEP_EFFICIENCY, e, now, i) for i, e in enumerate(result.efficiencies)]
+    tags = [
+        RunTag(keys.VERDICT_TAG, result.verdict),
+        RunTag(keys.REPRO_TAG, result.reproducibility),
+    ]
     if result.ceilings:
-        tags.append(RunTag(t.CEILINGS_TAG, "; ".join(result.ceilings)[:4000]))
+        tags.append(RunTag(keys.CEILINGS_TAG, "; ".join(result.ceilings)[:4000]))
     client.log_batch(parent_run_id, metrics=metrics, tags=tags)

@@ -17,25 +17,17 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from loaderbench import keys
 from loaderbench import tracking as t
 
 log = logging.getLogger(__name__)
 
-REPRODUCES_TAG = t.REPRODUCES_TAG
-RESULT_TAG = t.REPRODUCE_RESULT_TAG
-CONFIG_ARTIFACT = "config.yaml"
-COMPARED = (t.LOSS_TRAIN, t.ACC_TRAIN, t.LOSS_VAL, t.ACC_VAL)
-THROUGHPUT = (t.SUMMARY_SAMPLES_PER_S, t.SUMMARY_STEADY, t.SUMMARY_FIRST_BATCH)
-# What bit-exactness depends on: other versions or another CPU may round differently.
-ENV_TAGS = (
-    "env.torch",
-    "env.torchvision",
-    "env.numpy",
-    "env.pillow",
-    "env.cpu_model",
-    "env.torch_threads",
-    "env.git_sha",
-)
+REPRODUCES_TAG = keys.REPRODUCES_TAG
+RESULT_TAG = keys.REPRODUCE_RESULT_TAG
+CONFIG_ARTIFACT = keys.CONFIG_ARTIFACT
+COMPARED = (keys.LOSS_TRAIN, keys.ACC_TRAIN, keys.LOSS_VAL, keys.ACC_VAL)
+THROUGHPUT = (keys.SUMMARY_SAMPLES_PER_S, keys.SUMMARY_STEADY, keys.SUMMARY_FIRST_BATCH)
+ENV_TAGS = keys.ENV_TAGS
 
 
 class ReproduceError(LookupError):
@@ -131,7 +123,7 @@ def reproduce_run(client: Any, run: Any, tracking_uri: str) -> Comparison:
     cfg.mlflow.tracking_uri = tracking_uri  # the store the original is in, wherever we run
     # The original override string gives the new run the same name; Hydra's grammar has no
     # spaces outside quotes in the overrides loaderbench's runs use, so a split undoes the join.
-    launch = Launch(overrides=run.data.tags.get(t.OVERRIDES_TAG, "").split())
+    launch = Launch(overrides=run.data.tags.get(keys.OVERRIDES_TAG, "").split())
     tracker = make_tracker(cfg, launch)
     log.info("reproducing %s (%s)", comparison.name, original)
     try:
@@ -178,12 +170,12 @@ def reproduce(run_id: str, tracking_uri: str) -> list[Comparison]:
         run = client.get_run(run_id)
     except MlflowException as exc:
         raise ReproduceError(f"run {run_id} not found in {tracking_uri}") from exc
-    if run.data.tags.get(t.ROLE_TAG) != "sweep":
+    if run.data.tags.get(keys.ROLE_TAG) != "sweep":
         return [reproduce_run(client, run, tracking_uri)]
 
     children = client.search_runs(
         [run.info.experiment_id],
-        f"tags.`{t.PARENT_TAG}` = '{run_id}' and attributes.status = 'FINISHED'",
+        f"tags.`{keys.PARENT_TAG}` = '{run_id}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time ASC"],
         max_results=10_000,
     )

@@ -20,10 +20,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from loaderbench import tracking
+from loaderbench import keys, tracking
 
 log = logging.getLogger(__name__)
-JOB_ERROR_FILE = "error.txt"  # written into a failed job's output directory
+JOB_ERROR_FILE = keys.ERROR_ARTIFACT  # also written into a failed job's output directory
 
 
 def sweep_definition(config: DictConfig) -> str:
@@ -56,9 +56,9 @@ class SweepCallback(Callback):
             experiment_id,
             run_name=f"sweep {self._sweep_label()}",
             tags={
-                tracking.ROLE_TAG: "sweep",
-                tracking.SWEEP_DIR_TAG: str(self.sweep_dir.resolve()),
-                tracking.OVERRIDES_TAG: definition,
+                keys.ROLE_TAG: "sweep",
+                keys.SWEEP_DIR_TAG: str(self.sweep_dir.resolve()),
+                keys.OVERRIDES_TAG: definition,
                 "loaderbench.launcher": str(config.hydra.launcher.get("_target_", "")),
             },
         )
@@ -69,7 +69,7 @@ class SweepCallback(Callback):
         self.client.log_text(self.parent_run_id, OmegaConf.to_yaml(cfg), "base_config.yaml")
         # Jobs read the parent's id from the environment: it reaches in-process jobs, submitit's
         # local subprocesses and Slurm jobs (sbatch exports the submitting environment).
-        os.environ[tracking.PARENT_ENV] = self.parent_run_id
+        os.environ[keys.PARENT_ENV] = self.parent_run_id
         self._previous_sigint = signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGINT, self._on_sigint)
         atexit.register(self._close_parent_if_open)
@@ -98,7 +98,7 @@ class SweepCallback(Callback):
 
     # -- end -----------------------------------------------------------------------------
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        os.environ.pop(tracking.PARENT_ENV, None)
+        os.environ.pop(keys.PARENT_ENV, None)
         if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
         failed = sorted(str(p.parent.name) for p in self.sweep_dir.glob(f"*/{JOB_ERROR_FILE}"))

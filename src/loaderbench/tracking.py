@@ -1,6 +1,6 @@
 """Where results go: a small Tracker interface, an in-memory tracker for tests, and MLflow.
 
-This is the only module that spells metric keys (DESIGN.md's contracts). mlflow is imported
+Metric keys come from :mod:`loaderbench.keys`. mlflow is imported
 inside methods only: ``import mlflow`` costs ~3 s, and spawned DataLoader workers re-import the
 main module. The MLflow tracker talks to the store through ``MlflowClient`` with explicit run
 ids, never the fluent ``mlflow.start_run`` global: a sweep's parent and its in-process jobs
@@ -17,81 +17,28 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from loaderbench import keys
 from loaderbench.config import ConfigError
 from loaderbench.timing import EpochStats, steady_samples_per_s
 
 log = logging.getLogger(__name__)
 
-# --- keys -----------------------------------------------------------------------------------
-PARENT_TAG = "mlflow.parentRunId"
-RUN_NAME_TAG = "mlflow.runName"
-OVERRIDES_TAG = "loaderbench.overrides"
-SWEEP_DIR_TAG = "loaderbench.sweep_dir"
-VERDICT_TAG = "loaderbench.verdict"
-REPRO_TAG = "loaderbench.reproducibility"
-ROLE_TAG = "loaderbench.role"  # "sweep" on a parent run, "job" on a run of a job
-REPRODUCES_TAG = "loaderbench.reproduces"  # on a re-run: the id of the run it re-ran
-REPRODUCE_RESULT_TAG = "loaderbench.reproduce_result"  # match / mismatch: ...
-PARENT_ENV = "LOADERBENCH_PARENT_RUN_ID"  # set by the sweep callback, read by its jobs
-
-SAMPLES_PER_S = "throughput/samples_per_s"
-STEADY_SAMPLES_PER_S = "throughput/steady_samples_per_s"
-EPOCH_S = "time/epoch_s"
-DATA_WAIT_S = "time/data_wait_s"
-COMPUTE_S = "time/compute_s"
-WARMUP_S = "time/warmup_s"
-DATA_WAIT_FRACTION = "stall/data_wait_fraction"
-LOSS_TRAIN, ACC_TRAIN, LOSS_VAL, ACC_VAL = "loss/train", "acc/train", "loss/val", "acc/val"
-
-SUMMARY_SAMPLES_PER_S = "summary/samples_per_s"
-SUMMARY_STEADY = "summary/steady_samples_per_s"
-SUMMARY_FIRST_BATCH = "summary/first_batch_s"
-SUMMARY_DATA_WAIT = "summary/data_wait_fraction"
-SUMMARY_VAL_ACC = "summary/val_acc"
-SUMMARY_TRAIN_LOSS = "summary/train_loss"
-SUMMARY_WALL = "summary/wall_s"
-SUMMARY_WARMUP_BATCHES = "summary/warmup_batches"
-PEAK_RSS = "memory/peak_rss_mb"
-PEAK_PSS = "memory/peak_pss_mb"
-PEAK_USS = "memory/peak_uss_mb"
-WORKERS_PSS = "memory/workers_pss_mb"
-PEAK_SHM = "memory/peak_shm_mb"
-CPU_UTILIZATION = "cpu/utilization"
-
-SWEEP_N_RUNS = "sweep/n_runs"
-SWEEP_N_FAILED = "sweep/n_failed"
-SWEEP_BEST = "sweep/best_samples_per_s"
-SWEEP_EFFICIENCY = "sweep/pipeline_efficiency"  # train ÷ min(loader_only, model_only)
-CEILINGS_TAG = "loaderbench.ceilings"  # the bottleneck in words
-
-EPOCH_KEYS = (SAMPLES_PER_S, EPOCH_S, DATA_WAIT_S, COMPUTE_S, DATA_WAIT_FRACTION)
-EPOCH_MODEL_KEYS = (LOSS_TRAIN, ACC_TRAIN, LOSS_VAL, ACC_VAL)
-SUMMARY_KEYS = (
-    SUMMARY_SAMPLES_PER_S,
-    SUMMARY_STEADY,
-    SUMMARY_FIRST_BATCH,
-    SUMMARY_DATA_WAIT,
-    SUMMARY_WALL,
-    PEAK_RSS,
-)
-SUMMARY_MODEL_KEYS = (SUMMARY_VAL_ACC, SUMMARY_TRAIN_LOSS)
-
 
 def epoch_metrics(stats: EpochStats) -> dict[str, float]:
     """Per-epoch metrics (step = epoch). Loss/accuracy only when a model was trained."""
     metrics = {
-        SAMPLES_PER_S: stats.samples_per_s,
-        STEADY_SAMPLES_PER_S: stats.steady_samples_per_s,
-        EPOCH_S: stats.epoch_s,
-        DATA_WAIT_S: stats.data_wait_s,
-        COMPUTE_S: stats.compute_s,
-        WARMUP_S: stats.warmup_s,
-        DATA_WAIT_FRACTION: stats.data_wait_fraction,
+        keys.SAMPLES_PER_S: stats.samples_per_s,
+        keys.STEADY_SAMPLES_PER_S: stats.steady_samples_per_s,
+        keys.EPOCH_S: stats.epoch_s,
+        keys.DATA_WAIT_S: stats.data_wait_s,
+        keys.COMPUTE_S: stats.compute_s,
+        keys.WARMUP_S: stats.warmup_s,
+        keys.DATA_WAIT_FRACTION: stats.data_wait_fraction,
     }
     if not math.isnan(stats.loss):
-        metrics |= {LOSS_TRAIN: stats.loss, ACC_TRAIN: stats.acc}
+        metrics |= {keys.LOSS_TRAIN: stats.loss, keys.ACC_TRAIN: stats.acc}
     if not math.isnan(stats.val_acc):
-        metrics |= {LOSS_VAL: stats.val_loss, ACC_VAL: stats.val_acc}
+        metrics |= {keys.LOSS_VAL: stats.val_loss, keys.ACC_VAL: stats.val_acc}
     return metrics
 
 
@@ -101,17 +48,17 @@ def summary_metrics(epochs: list[EpochStats], wall_s: float) -> dict[str, float]
     seconds = sum(e.epoch_s for e in epochs)
     wait = sum(e.data_wait_s for e in epochs)
     metrics = {
-        SUMMARY_SAMPLES_PER_S: samples / seconds if seconds > 0 else float("nan"),
-        SUMMARY_STEADY: steady_samples_per_s(epochs),
-        SUMMARY_FIRST_BATCH: epochs[0].first_batch_s if epochs else float("nan"),
-        SUMMARY_DATA_WAIT: wait / seconds if seconds > 0 else float("nan"),
-        SUMMARY_WALL: wall_s,
-        SUMMARY_WARMUP_BATCHES: float(epochs[0].warmup_batches) if epochs else 0.0,
+        keys.SUMMARY_SAMPLES_PER_S: samples / seconds if seconds > 0 else float("nan"),
+        keys.SUMMARY_STEADY: steady_samples_per_s(epochs),
+        keys.SUMMARY_FIRST_BATCH: epochs[0].first_batch_s if epochs else float("nan"),
+        keys.SUMMARY_DATA_WAIT: wait / seconds if seconds > 0 else float("nan"),
+        keys.SUMMARY_WALL: wall_s,
+        keys.SUMMARY_WARMUP_BATCHES: float(epochs[0].warmup_batches) if epochs else 0.0,
     }
     if epochs and not math.isnan(epochs[-1].loss):
-        metrics[SUMMARY_TRAIN_LOSS] = epochs[-1].loss
+        metrics[keys.SUMMARY_TRAIN_LOSS] = epochs[-1].loss
     if epochs and not math.isnan(epochs[-1].val_acc):
-        metrics[SUMMARY_VAL_ACC] = epochs[-1].val_acc
+        metrics[keys.SUMMARY_VAL_ACC] = epochs[-1].val_acc
     return metrics
 
 
@@ -300,7 +247,7 @@ class MlflowTracker(Tracker):
         self.client, self.experiment_id = open_experiment(self.tracking_uri, self.experiment)
         tags = dict(tags)
         if self.parent_run_id:
-            tags[PARENT_TAG] = self.parent_run_id
+            tags[keys.PARENT_TAG] = self.parent_run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,

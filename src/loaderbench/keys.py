@@ -1,0 +1,100 @@
+"""Every fixed name other tools read: metric keys, params, tags, artifact file names.
+
+These are the contract of DESIGN.md: extend them, never rename them. Nothing else in the
+package spells them, and this module imports nothing.
+"""
+
+# --- tags -----------------------------------------------------------------------------------
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+NOTE_TAG = "mlflow.note.content"  # the run description the MLflow UI renders
+OVERRIDES_TAG = "loaderbench.overrides"
+SWEEP_DIR_TAG = "loaderbench.sweep_dir"
+OUTPUT_DIR_TAG = "loaderbench.output_dir"
+LAUNCHER_TAG = "loaderbench.launcher"
+VERDICT_TAG = "loaderbench.verdict"
+WINNER_TAG = "loaderbench.winner"  # the winning child's run name, or "none" within noise
+REPRO_TAG = "loaderbench.reproducibility"
+ROLE_TAG = "loaderbench.role"  # "sweep" on a parent run, "job" on a run of a job
+ROLE_SWEEP, ROLE_JOB = "sweep", "job"
+REPRODUCES_TAG = "loaderbench.reproduces"  # on a re-run: the id of the run it re-ran
+REPRODUCE_RESULT_TAG = "loaderbench.reproduce_result"  # match / mismatch: ...
+CEILINGS_TAG = "loaderbench.ceilings"  # the bottleneck in words
+EFFECTIVE_PREFIX = "effective."  # params effective.<knob>, tags effective.<knob>.reason
+ENV_PREFIX = "env."
+# What bit-exactness depends on: other versions or another CPU may round differently.
+ENV_TAGS = (
+    "env.torch",
+    "env.torchvision",
+    "env.numpy",
+    "env.pillow",
+    "env.cpu_model",
+    "env.torch_threads",
+    "env.git_sha",
+)
+
+# --- environment variables ------------------------------------------------------------------
+PARENT_ENV = "LOADERBENCH_PARENT_RUN_ID"  # set by the sweep callback, read by its jobs
+
+# --- artifacts ------------------------------------------------------------------------------
+CONFIG_ARTIFACT = "config.yaml"  # every run: the resolved config
+ERROR_ARTIFACT = "error.txt"  # a failed run (and its job directory): the traceback
+SWEEP_ARTIFACT = "sweep.txt"  # a sweep parent: the sweep as typed
+BASE_CONFIG_ARTIFACT = "base_config.yaml"  # a sweep parent: the unresolved base config
+REPORT_MD, REPORT_CSV = "report.md", "report.csv"
+THROUGHPUT_PNG, STALL_PNG = "throughput.png", "stall.png"
+
+# --- params (config paths the code reads back from the store) -------------------------------
+WORKERS_PARAM = "loader.num_workers"
+MODE_PARAM = "bench.mode"
+REPEAT_PARAM = "bench.repeat"
+
+# --- per-epoch metrics (step = epoch) -------------------------------------------------------
+SAMPLES_PER_S = "throughput/samples_per_s"
+STEADY_SAMPLES_PER_S = "throughput/steady_samples_per_s"
+EPOCH_S = "time/epoch_s"
+DATA_WAIT_S = "time/data_wait_s"
+COMPUTE_S = "time/compute_s"
+WARMUP_S = "time/warmup_s"
+DATA_WAIT_FRACTION = "stall/data_wait_fraction"
+LOSS_TRAIN, ACC_TRAIN, LOSS_VAL, ACC_VAL = "loss/train", "acc/train", "loss/val", "acc/val"
+SAMPLES_SEEN = "data/samples_seen"
+DUPLICATE_SAMPLES = "data/duplicate_samples"
+MISSING_SAMPLES = "data/missing_samples"
+
+# --- once per run ---------------------------------------------------------------------------
+SUMMARY_SAMPLES_PER_S = "summary/samples_per_s"
+SUMMARY_STEADY = "summary/steady_samples_per_s"
+SUMMARY_FIRST_BATCH = "summary/first_batch_s"
+SUMMARY_DATA_WAIT = "summary/data_wait_fraction"
+SUMMARY_VAL_ACC = "summary/val_acc"
+SUMMARY_TRAIN_LOSS = "summary/train_loss"
+SUMMARY_WALL = "summary/wall_s"
+SUMMARY_WARMUP_BATCHES = "summary/warmup_batches"
+PEAK_RSS = "memory/peak_rss_mb"
+PEAK_PSS = "memory/peak_pss_mb"
+PEAK_USS = "memory/peak_uss_mb"
+PEAK_ANON = "memory/peak_anon_mb"
+WORKERS_PSS = "memory/workers_pss_mb"
+PEAK_SHM = "memory/peak_shm_mb"
+CPU_UTILIZATION = "cpu/utilization"
+MONITOR_CPU_FRACTION = "overhead/monitor_cpu_fraction"
+MONITOR_SAMPLES = "overhead/monitor_samples"
+
+# --- sweep parent ---------------------------------------------------------------------------
+SWEEP_N_RUNS = "sweep/n_runs"
+SWEEP_N_FAILED = "sweep/n_failed"
+SWEEP_BEST = "sweep/best_samples_per_s"
+SWEEP_EFFICIENCY = "sweep/pipeline_efficiency"  # train ÷ min(loader_only, model_only)
+
+EPOCH_KEYS = (SAMPLES_PER_S, EPOCH_S, DATA_WAIT_S, COMPUTE_S, DATA_WAIT_FRACTION)
+EPOCH_MODEL_KEYS = (LOSS_TRAIN, ACC_TRAIN, LOSS_VAL, ACC_VAL)
+SUMMARY_KEYS = (
+    SUMMARY_SAMPLES_PER_S,
+    SUMMARY_STEADY,
+    SUMMARY_FIRST_BATCH,
+    SUMMARY_DATA_WAIT,
+    SUMMARY_WALL,
+    PEAK_RSS,
+)
+SUMMARY_MODEL_KEYS = (SUMMARY_VAL_ACC, SUMMARY_TRAIN_LOSS)
