@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 
 import pytest
 import torch
@@ -30,7 +31,11 @@ MEMORY_KEYS = (
     keys.PEAK_USS,
     keys.WORKERS_PSS,
     keys.PEAK_SHM,
+    keys.PEAK_ANON,
     keys.CPU_UTILIZATION,
+    keys.MONITOR_CPU_FRACTION,
+    keys.MONITOR_SAMPLES,
+    keys.MONITOR_PSS_SAMPLES,
 )
 
 
@@ -90,6 +95,24 @@ def test_a_run_logs_memory_and_cpu(small_cfg):
     assert tracker.last(keys.WORKERS_PSS) >= 0
     assert tracker.last(keys.PEAK_SHM) >= 0
     assert tracker.last(keys.CPU_UTILIZATION) > 0
+    assert 0 < tracker.last(keys.PEAK_ANON) <= tracker.last(keys.PEAK_RSS)
+    # The sampler ran, read PSS at least at the start and the end, and its CPU was measured.
+    assert tracker.last(keys.MONITOR_SAMPLES) >= tracker.last(keys.MONITOR_PSS_SAMPLES) >= 2
+    assert 0 < tracker.last(keys.MONITOR_CPU_FRACTION) < 1
+
+
+@linux_only
+def test_pss_reads_are_spaced_by_their_budget():
+    # A budget so small that one PSS read (~ms) buys a spacing far longer than the test: only
+    # the forced reads at the start and the end happen, while the cheap tier keeps sampling.
+    with ResourceMonitor(0.01, pss_budget=1e-6) as monitor:
+        junk = bytearray(64 * MB)  # a new RSS high: would earn a PSS read within budget
+        time.sleep(0.3)
+    del junk
+    u = monitor.usage
+    assert u.pss_samples == 2, u
+    assert u.samples > 5, u
+    assert u.peak_rss_mb >= 64, u
 
 
 @linux_only

@@ -25,14 +25,13 @@ from loaderbench import keys, tracking
 from loaderbench.config import ConfigError
 from loaderbench.data import DatasetPair, LoaderPlan, TransformedDataset, build_loader, plan_loader
 from loaderbench.data.loader import close_loader
-from loaderbench.devices import resolve_device
-from loaderbench.loop import Progress, evaluate, iterate_loader, train_cached_batch, train_one_epoch
+from loaderbench.devices import configure_determinism, resolve_device
+from loaderbench.loop import MODES, EpochRunner, Progress
 from loaderbench.provenance import env_tags
 from loaderbench.resources import ResourceMonitor
 from loaderbench.timing import EpochStats
 
 log = logging.getLogger(__name__)
-MODES = ("train", "loader_only", "model_only")
 
 
 @dataclass
@@ -112,15 +111,6 @@ def make_tracker(cfg: DictConfig, launch: Launch) -> tracking.Tracker:
     )
 
 
-def configure_determinism(cfg: DictConfig, device: torch.device) -> None:
-    deterministic = cfg.trainer.deterministic
-    if deterministic and device.type == "cuda":
-        # cuBLAS needs a fixed workspace for reproducible matmuls; it must be set before use.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.benchmark = not deterministic
-
-
 def _instantiate_dataset(cfg: DictConfig) -> DatasetPair:
     options = OmegaConf.to_container(cfg.dataset, resolve=True)
     options.pop("name", None)  # the option's label, recorded as a param; not an argument
@@ -152,13 +142,15 @@ def prepare(cfg: DictConfig) -> Setup:
         raise ConfigError(f"bench.warmup_batches={cfg.bench.warmup_batches}: must be 0 or more")
     device = resolve_device(cfg.device.type)
     plan = plan_loader(cfg.loader, device=device)
-    configure_determinism(cfg, device)
+    configure_determinism(cfg.trainer.deterministic, device)
 
     seed = int(cfg.seed)
     data = _instantiate_dataset(cfg)
     preset = instantiate(cfg.transforms)
-    train_set = TransformedDataset(data.train, preset.train, seed)
-    val_set = TransformedDataset(data.val, preset.val, seed)
+    train_set = TransformedDataset(
+        data.train, preset.train, seed, random=getattr(preset, "random", True)
+    )
+    val_set = TransformedDataset(data.val, preset.val, seed, random=False)
 
     torch.manual_seed(seed)  # model initialisation: the same weights for every loader setting
     model = instantiate(cfg.model, num_classes=data.num_classes).to(device)
@@ -179,50 +171,28 @@ def prepare(cfg: DictConfig) -> Setup:
 def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[EpochStats]:
     """The measured epochs; metrics go to ``tracker`` once per epoch."""
     s = setup
-    epochs: list[EpochStats] = []
+    runner = EpochRunner(
+        s.mode,
+        s.model,
+        s.optimizer,
+        s.device,
+        s.train_loader,
+        s.val_loader,
+        channels_last=s.channels_last,
+    )
     before_epoch = getattr(s.data.train, "before_epoch", None)
-    cached_batch = None
+    epochs: list[EpochStats] = []
     for epoch in range(cfg.trainer.epochs):
         s.train_loader.sampler.set_epoch(epoch)
         if before_epoch is not None:
             before_epoch(epoch)  # e.g. drop the files from the page cache: a really cold read
-        n_batches = len(s.train_loader)
-        progress = Progress(n_batches, f"epoch {epoch}", enabled=cfg.trainer.progress)
-        common = dict(epoch=epoch, warmup_batches=cfg.bench.warmup_batches, progress=progress)
+        progress = Progress(len(s.train_loader), f"epoch {epoch}", enabled=cfg.trainer.progress)
         try:
-            if s.mode == "train":
-                stats = train_one_epoch(
-                    s.model,
-                    s.train_loader,
-                    s.optimizer,
-                    s.device,
-                    channels_last=s.channels_last,
-                    **common,
-                )
-            elif s.mode == "loader_only":
-                stats = iterate_loader(s.train_loader, s.device, **common)
-            else:  # model_only: one batch, fetched outside the clock, replayed on the device
-                if cached_batch is None:
-                    t0 = time.perf_counter()
-                    cached_batch = next(iter(s.train_loader))
-                    fetch_s = time.perf_counter() - t0
-                stats = train_cached_batch(
-                    s.model,
-                    cached_batch,
-                    s.optimizer,
-                    s.device,
-                    steps=n_batches,
-                    channels_last=s.channels_last,
-                    **common,
-                )
-            if s.mode == "model_only":  # the real cost of getting a batch, not a list lookup
-                stats.first_batch_s = fetch_s
+            stats = runner.run_epoch(
+                epoch, warmup_batches=cfg.bench.warmup_batches, progress=progress
+            )
         finally:
             progress.close()
-        if s.mode == "train":  # outside the clock: evaluation is not training time
-            stats.val_loss, stats.val_acc = evaluate(
-                s.model, s.val_loader, s.device, channels_last=s.channels_last
-            )
         tracker.log_metrics(tracking.epoch_metrics(stats), step=epoch)
         log.info(
             "epoch %d: %.0f samples/s, waiting for data %.0f%% of the time%s",
@@ -281,7 +251,9 @@ def run(
     setup: Setup | None = None
     started = False
     try:
+        t0 = time.perf_counter()
         setup = prepare(cfg)
+        setup_s = time.perf_counter() - t0
         tracker.start(run_name=name, params=_params(cfg, setup), tags=_tags(launch, setup))
         started = True
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), keys.CONFIG_ARTIFACT)
@@ -290,7 +262,7 @@ def run(
         with ResourceMonitor(cfg.bench.memory_interval_s) as monitor:
             epochs = train(setup, cfg, tracker)
         summary = tracking.summary_metrics(epochs, time.perf_counter() - wall0)
-        summary |= resource_metrics(monitor)
+        summary |= resource_metrics(monitor) | {keys.SETUP_S: setup_s}
         tracker.log_metrics(summary)
         tracker.end("FINISHED")
         report_summary(summary, tracker, data=setup.data)
@@ -324,11 +296,15 @@ def resource_metrics(monitor: ResourceMonitor) -> dict[str, float]:
     u = monitor.usage
     metrics = {
         keys.PEAK_RSS: u.peak_rss_mb,
+        keys.PEAK_ANON: u.peak_anon_mb,
         keys.PEAK_PSS: u.peak_pss_mb,
         keys.PEAK_USS: u.peak_uss_mb,
         keys.WORKERS_PSS: u.peak_workers_pss_mb,
         keys.PEAK_SHM: u.peak_shm_mb,
         keys.CPU_UTILIZATION: u.cpu_utilization,
+        keys.MONITOR_CPU_FRACTION: u.monitor_cpu_fraction,
+        keys.MONITOR_SAMPLES: u.samples,
+        keys.MONITOR_PSS_SAMPLES: u.pss_samples,
     }
     return {k: v for k, v in metrics.items() if not math.isnan(v)}
 

@@ -56,6 +56,7 @@ EPOCH_S = "time/epoch_s"
 DATA_WAIT_S = "time/data_wait_s"
 COMPUTE_S = "time/compute_s"
 WARMUP_S = "time/warmup_s"
+EVAL_S = "time/eval_s"  # evaluation after the epoch (not in epoch_s)
 DATA_WAIT_FRACTION = "stall/data_wait_fraction"
 LOSS_TRAIN, ACC_TRAIN, LOSS_VAL, ACC_VAL = "loss/train", "acc/train", "loss/val", "acc/val"
 SAMPLES_SEEN = "data/samples_seen"
@@ -71,6 +72,7 @@ SUMMARY_VAL_ACC = "summary/val_acc"
 SUMMARY_TRAIN_LOSS = "summary/train_loss"
 SUMMARY_WALL = "summary/wall_s"
 SUMMARY_WARMUP_BATCHES = "summary/warmup_batches"
+SETUP_S = "time/setup_s"  # validation, dataset, model and loaders, before the first epoch
 PEAK_RSS = "memory/peak_rss_mb"
 PEAK_PSS = "memory/peak_pss_mb"
 PEAK_USS = "memory/peak_uss_mb"
@@ -80,6 +82,7 @@ PEAK_SHM = "memory/peak_shm_mb"
 CPU_UTILIZATION = "cpu/utilization"
 MONITOR_CPU_FRACTION = "overhead/monitor_cpu_fraction"
 MONITOR_SAMPLES = "overhead/monitor_samples"
+MONITOR_PSS_SAMPLES = "overhead/monitor_pss_samples"  # of them, how many read PSS/USS
 
 # --- sweep parent ---------------------------------------------------------------------------
 SWEEP_N_RUNS = "sweep/n_runs"

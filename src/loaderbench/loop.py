@@ -1,11 +1,14 @@
-"""``train_one_epoch`` / ``evaluate`` and the two ceiling passes: plain functions over torch
-objects. No Hydra, no MLflow; the clocks come from :mod:`loaderbench.timing`."""
+"""``train_one_epoch`` / ``evaluate``, the two ceiling passes, and :class:`EpochRunner`, which
+picks the pass for ``bench.mode``. Plain code over torch objects: no Hydra, no MLflow; the
+clocks come from :mod:`loaderbench.timing`."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -155,10 +158,68 @@ def train_cached_batch(
     )
 
 
-__all__ = [
-    "Progress",
-    "evaluate",
-    "iterate_loader",
-    "train_cached_batch",
-    "train_one_epoch",
-]
+MODES = ("train", "loader_only", "model_only")
+
+
+@dataclass
+class EpochRunner:
+    """One measured epoch in ``mode``, with what carries across epochs (model_only's batch).
+
+    - ``train``: :func:`train_one_epoch`, then :func:`evaluate` outside the clock (evaluation is
+      not training time; it is timed on its own as ``eval_s``);
+    - ``loader_only``: :func:`iterate_loader`, the loader's ceiling;
+    - ``model_only``: :func:`train_cached_batch` on one batch fetched once, outside the clock;
+      its fetch time is reported as the first-batch latency (the real cost of a batch).
+    """
+
+    mode: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    train_loader: Any
+    val_loader: Any
+    channels_last: bool = False
+    _batch: Any = None
+    _fetch_s: float = math.nan
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r}: choose one of {', '.join(MODES)}")
+
+    def run_epoch(
+        self, epoch: int, *, warmup_batches: int = 0, progress: Progress | None = None
+    ) -> EpochStats:
+        common = dict(epoch=epoch, warmup_batches=warmup_batches, progress=progress)
+        if self.mode == "loader_only":
+            return iterate_loader(self.train_loader, self.device, **common)
+        if self.mode == "model_only":
+            if self._batch is None:
+                t0 = time.perf_counter()
+                self._batch = next(iter(self.train_loader))
+                self._fetch_s = time.perf_counter() - t0
+            steps = len(self.train_loader)
+            stats = train_cached_batch(
+                self.model,
+                self._batch,
+                self.optimizer,
+                self.device,
+                steps=steps,
+                channels_last=self.channels_last,
+                **common,
+            )
+            stats.first_batch_s = self._fetch_s
+            return stats
+        stats = train_one_epoch(
+            self.model,
+            self.train_loader,
+            self.optimizer,
+            self.device,
+            channels_last=self.channels_last,
+            **common,
+        )
+        t0 = time.perf_counter()
+        stats.val_loss, stats.val_acc = evaluate(
+            self.model, self.val_loader, self.device, channels_last=self.channels_last
+        )
+        stats.eval_s = time.perf_counter() - t0
+        return stats

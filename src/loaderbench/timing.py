@@ -43,6 +43,7 @@ class EpochStats:
     acc: float = float("nan")
     val_loss: float = float("nan")
     val_acc: float = float("nan")
+    eval_s: float = 0.0  # evaluation after the epoch, outside the epoch's clock
 
     @property
     def compute_s(self) -> float:

@@ -33,6 +33,7 @@ def epoch_metrics(stats: EpochStats) -> dict[str, float]:
         keys.DATA_WAIT_S: stats.data_wait_s,
         keys.COMPUTE_S: stats.compute_s,
         keys.WARMUP_S: stats.warmup_s,
+        keys.EVAL_S: stats.eval_s,
         keys.DATA_WAIT_FRACTION: stats.data_wait_fraction,
     }
     if not math.isnan(stats.loss):

@@ -1,7 +1,14 @@
 """torchvision.transforms.v2 presets. Each preset is a small class with ``train`` and ``val``
-pipelines; its inputs may be uint8/float tensors or PIL images, its output a float tensor."""
+pipelines; its inputs may be uint8/float tensors or PIL images, its output a float tensor.
+
+``random`` says whether the train pipeline draws random numbers. Only then does a sample need
+its own seeded generator (``fork_rng`` + a reseed, ~10 µs a sample); a deterministic pipeline
+runs as it would in a plain ``Dataset.__getitem__``.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torchvision.transforms import v2
@@ -14,16 +21,27 @@ def _to_float(mean: tuple[float, ...], std: tuple[float, ...]) -> list[v2.Transf
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
 
 
+def to_float(image: Any) -> Any:
+    """A float tensor passes untouched (no copy); uint8 is scaled to [0, 1]; PIL to a tensor."""
+    if isinstance(image, torch.Tensor) and image.is_floating_point():
+        return image
+    return v2.functional.to_dtype(v2.functional.to_image(image), torch.float32, scale=True)
+
+
 class NoTransforms:
-    """Only what the model needs: a float tensor (uint8 scaled to [0, 1]; float passes as is).
-    No resizing, no normalisation, no randomness."""
+    """Only what the model needs: a float tensor. An in-memory float tensor (the article's
+    TensorDataset) reaches collate as it is, with no Compose and no copy."""
+
+    random = False
 
     def __init__(self, *, image_size: int | None = None):
-        self.train = self.val = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+        self.train = self.val = to_float
 
 
 class Basic:
     """To a float tensor at ``image_size`` and normalise; the same for train and val."""
+
+    random = False
 
     def __init__(self, *, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.train = self.val = v2.Compose(
@@ -34,6 +52,8 @@ class Basic:
 
 class Augment:
     """RandomResizedCrop + horizontal flip + colour jitter for training; Basic for val."""
+
+    random = True
 
     def __init__(self, *, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.train = v2.Compose(
@@ -50,6 +70,8 @@ class Augment:
 
 class Heavy:
     """Augment plus costlier ops (rotation, blur, perspective, erasing): a CPU-bound pipeline."""
+
+    random = True
 
     def __init__(self, *, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.train = v2.Compose(
