@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -10,10 +11,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from loaderbench.loop import train_one_epoch
-from loaderbench.timing import EpochStats, TimedBatches, steady_samples_per_s
+from loaderbench.timing import (
+    EpochStats,
+    TimedBatches,
+    block_rates,
+    steady_samples_per_s,
+    throughput_interval,
+)
 
 CPU = torch.device("cpu")
-SAMPLES, BATCH, DELAY = 32, 8, 0.01
+SAMPLES, BATCH, DELAY = 32, 8, 0.025  # sleeps that dwarf a tiny step even on a busy machine
 
 
 class SleepyDataset(Dataset):
@@ -90,3 +97,38 @@ def test_steady_is_median_after_epoch_zero():
     ]
     assert steady_samples_per_s(epochs) == pytest.approx(50.0)  # median of 100, 50, 25
     assert steady_samples_per_s(epochs[:1]) == pytest.approx(10.0)
+
+
+def _epoch_with_steps(step_s: list[float], batch: int = 10) -> EpochStats:
+    stats = EpochStats(epoch=1)
+    t = 0.0
+    for i, dt in enumerate(step_s, 1):
+        t += dt
+        stats.marks.append((t, i * batch))
+    stats.samples, stats.batches, stats.epoch_s = len(step_s) * batch, len(step_s), t
+    return stats
+
+
+def test_block_rates_cover_the_steady_steps_in_contiguous_blocks():
+    stats = _epoch_with_steps([0.1] * 10 + [0.2] * 10)  # 100 samples/s, then 50
+    assert block_rates(stats, blocks=4) == pytest.approx([100, 100, 50, 50])
+
+
+def test_block_rates_leave_out_the_warm_up():
+    stats = _epoch_with_steps([1.0] * 5 + [0.1] * 20)
+    stats.warmup_batches, stats.warmup_samples, stats.warmup_s = 5, 50, 5.0
+    assert block_rates(stats, blocks=4) == pytest.approx([100] * 4)
+
+
+def test_the_interval_holds_the_throughput_and_widens_with_scatter():
+    steady = [_epoch_with_steps([0.1] * 20)] * 2
+    low, high = throughput_interval([steady[0], *steady])
+    assert low == pytest.approx(100) and high == pytest.approx(100)
+    noisy = _epoch_with_steps([0.1] * 10 + [0.3] * 10)  # blocks: 100, 100, 50, 33, 33 /s
+    low, high = throughput_interval([noisy, noisy, noisy])
+    assert 100 / 3 <= low < (100 + 100 + 50 + 100 / 3 + 100 / 3) / 5 < high <= 100
+
+
+def test_too_few_steps_give_no_interval():
+    low, high = throughput_interval([_epoch_with_steps([0.1] * 3)])
+    assert math.isnan(low) and math.isnan(high)

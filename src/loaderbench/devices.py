@@ -49,6 +49,13 @@ def device_name(device: torch.device) -> str:
     return cpu_model()
 
 
+def device_label(device: torch.device) -> str:
+    """``cpu (Intel Xeon ..., 2 cores)`` or ``cuda:0 (NVIDIA A100 ...)``: for the summary line."""
+    if device.type == "cpu":
+        return f"cpu ({cpu_model()}, {os.cpu_count()} cores)"
+    return f"{device} ({device_name(device)})"
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:

@@ -22,10 +22,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from loaderbench import keys, tracking
-from loaderbench.config import ConfigError
+from loaderbench.config import ConfigError, LoaderConfig
 from loaderbench.data import DatasetPair, LoaderPlan, TransformedDataset, build_loader, plan_loader
 from loaderbench.data.loader import close_loader
-from loaderbench.devices import configure_determinism, resolve_device
+from loaderbench.devices import configure_determinism, device_label, resolve_device
 from loaderbench.loop import MODES, EpochRunner, Progress
 from loaderbench.provenance import env_tags
 from loaderbench.resources import ResourceMonitor
@@ -43,6 +43,7 @@ class Launch:
     sweep_dir: str | None = None
     multirun: bool = False
     launch_dir: str = field(default_factory=os.getcwd)
+    swept: list[str] | None = None  # the sweep's varied keys (from the sweep callback)
 
     @classmethod
     def from_hydra(cls) -> Launch:
@@ -59,6 +60,7 @@ class Launch:
             sweep_dir=hc.sweep.dir if multirun else None,
             multirun=multirun,
             launch_dir=hc.runtime.cwd,
+            swept=swept_keys() if multirun else None,
         )
 
 
@@ -77,26 +79,55 @@ class Setup:
     channels_last: bool
 
 
-def run_name(cfg: DictConfig, overrides: list[str]) -> str:
-    """A name that reads like the combination, e.g. ``w4-fork-pin-bs64 epochs=2``."""
-    lc = cfg.loader
-    parts = [f"w{lc.num_workers}"]
-    if lc.multiprocessing_context:
-        parts.append(str(lc.multiprocessing_context))
-    if lc.pin_memory:
-        parts.append("pin")
-    if lc.persistent_workers:
-        parts.append("persist")
-    if lc.prefetch_factor is not None:
-        parts.append(f"pf{lc.prefetch_factor}")
-    parts.append(f"bs{lc.batch_size}")
-    extra = []
-    for item in overrides:
-        key, _, value = item.lstrip("+~").partition("=")
-        if key.startswith(("loader", "hydra", "mlflow", "sweep")):
-            continue
-        extra.append(f"{key.rsplit('.', 1)[-1]}={value}")
-    return " ".join(["-".join(parts), *extra])
+NAME_LIMIT = 40  # characters: a run name is a table cell in the MLflow UI
+_SHORT = {"num_workers": "w", "batch_size": "bs", "prefetch_factor": "pf", "repeat": "r"}
+_FLAGS = {"pin_memory": "pin", "persistent_workers": "persist", "drop_last": "droplast"}
+
+
+def _label(key: str, value: Any) -> str:
+    """One swept setting, compact: ``w2``, ``pin``/``nopin``, ``spawn``, ``lr=0.1``."""
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf in _SHORT:
+        return f"{_SHORT[leaf]}{value}"
+    if leaf in _FLAGS:
+        return _FLAGS[leaf] if value else "no" + _FLAGS[leaf]
+    if leaf in ("multiprocessing_context", "decoder", "mode") or "." not in key:
+        return str(value)  # a value that names itself, or a config group's option
+    return f"{leaf}={value}"
+
+
+def run_name(cfg: DictConfig, swept: list[str] | None = None) -> str:
+    """A name made of what varies, e.g. ``w2-spawn``, at most 40 characters.
+
+    In a sweep: the swept keys' values only (constants live on the parent). A single run: the
+    worker count and any loader knob set away from torch's default.
+    """
+    if swept is None:
+        lc, default = cfg.loader, LoaderConfig()
+        swept = ["loader.num_workers"] + [
+            f"loader.{k}"
+            for k in (
+                "multiprocessing_context",
+                "pin_memory",
+                "persistent_workers",
+                "prefetch_factor",
+                "batch_size",
+            )
+            if lc.get(k) != getattr(default, k)
+        ]
+    parts = []
+    for key in swept:
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, DictConfig):  # a group (dataset=tensor): its option's name
+            value = value.get("name", key.rsplit(".", 1)[-1])
+        parts.append(_label(key, value))
+    return "-".join(parts)[:NAME_LIMIT] or "run"
+
+
+def swept_keys() -> list[str] | None:
+    """The sweep's varied keys, as the sweep callback exported them (None outside a sweep)."""
+    value = os.environ.get(keys.SWEPT_ENV)
+    return value.split(",") if value else None
 
 
 def make_tracker(cfg: DictConfig, launch: Launch) -> tracking.Tracker:
@@ -247,7 +278,7 @@ def run(
     wall0 = time.perf_counter()
     launch = launch or Launch.from_hydra()
     tracker = tracker or make_tracker(cfg, launch)
-    name = run_name(cfg, launch.overrides)
+    name = run_name(cfg, launch.swept)
     setup: Setup | None = None
     started = False
     try:
@@ -261,11 +292,12 @@ def run(
             tracker.log_metrics({f"data/{k}": v for k, v in setup.data.stats.items()})
         with ResourceMonitor(cfg.bench.memory_interval_s) as monitor:
             epochs = train(setup, cfg, tracker)
-        summary = tracking.summary_metrics(epochs, time.perf_counter() - wall0)
-        summary |= resource_metrics(monitor) | {keys.SETUP_S: setup_s}
+        wall_s = time.perf_counter() - wall0
+        summary = tracking.summary_metrics(epochs, wall_s)
+        summary |= resource_metrics(monitor, wall_s) | {keys.SETUP_S: setup_s}
         tracker.log_metrics(summary)
         tracker.end("FINISHED")
-        report_summary(summary, tracker, data=setup.data)
+        report_summary(summary, tracker, data=setup.data, device=setup.device)
         return summary[keys.SUMMARY_SAMPLES_PER_S]
     except KeyboardInterrupt:
         if started:
@@ -292,7 +324,7 @@ def run(
             close_loader(setup.val_loader)
 
 
-def resource_metrics(monitor: ResourceMonitor) -> dict[str, float]:
+def resource_metrics(monitor: ResourceMonitor, wall_s: float) -> dict[str, float]:
     u = monitor.usage
     metrics = {
         keys.PEAK_RSS: u.peak_rss_mb,
@@ -302,14 +334,16 @@ def resource_metrics(monitor: ResourceMonitor) -> dict[str, float]:
         keys.WORKERS_PSS: u.peak_workers_pss_mb,
         keys.PEAK_SHM: u.peak_shm_mb,
         keys.CPU_UTILIZATION: u.cpu_utilization,
-        keys.MONITOR_CPU_FRACTION: u.monitor_cpu_fraction,
+        keys.MONITOR_CPU_FRACTION: u.monitor_cpu_s / wall_s,
         keys.MONITOR_SAMPLES: u.samples,
         keys.MONITOR_PSS_SAMPLES: u.pss_samples,
     }
     return {k: v for k, v in metrics.items() if not math.isnan(v)}
 
 
-def report_summary(summary: dict[str, float], tracker: tracking.Tracker, data: DatasetPair) -> None:
+def report_summary(
+    summary: dict[str, float], tracker: tracking.Tracker, data: DatasetPair, device: torch.device
+) -> None:
     get = summary.get
     line = (
         f"{get(keys.SUMMARY_SAMPLES_PER_S):.0f} samples/s "
@@ -319,5 +353,5 @@ def report_summary(summary: dict[str, float], tracker: tracking.Tracker, data: D
     )
     if keys.SUMMARY_VAL_ACC in summary:
         line += f", val acc {get(keys.SUMMARY_VAL_ACC):.3f} (chance {1 / data.num_classes:.3f})"
-    log.info("%s, peak memory %.0f MB", line, get(keys.PEAK_RSS))
+    log.info("%s, peak memory %.0f MB, on %s", line, get(keys.PEAK_RSS), device_label(device))
     log.info("recorded: %s", tracker.where())

@@ -35,6 +35,7 @@ ENV_TAGS = (
 
 # --- environment variables ------------------------------------------------------------------
 PARENT_ENV = "LOADERBENCH_PARENT_RUN_ID"  # set by the sweep callback, read by its jobs
+SWEPT_ENV = "LOADERBENCH_SWEPT_KEYS"  # likewise: the swept keys, comma-separated
 
 # --- artifacts ------------------------------------------------------------------------------
 CONFIG_ARTIFACT = "config.yaml"  # every run: the resolved config
@@ -66,6 +67,9 @@ MISSING_SAMPLES = "data/missing_samples"
 # --- once per run ---------------------------------------------------------------------------
 SUMMARY_SAMPLES_PER_S = "summary/samples_per_s"
 SUMMARY_STEADY = "summary/steady_samples_per_s"
+# The run's own 95% interval for its steady throughput (bootstrap over blocks of steps).
+SUMMARY_STEADY_LOW = "summary/steady_samples_per_s_low"
+SUMMARY_STEADY_HIGH = "summary/steady_samples_per_s_high"
 SUMMARY_FIRST_BATCH = "summary/first_batch_s"
 SUMMARY_DATA_WAIT = "summary/data_wait_fraction"
 SUMMARY_VAL_ACC = "summary/val_acc"

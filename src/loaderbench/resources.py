@@ -47,13 +47,8 @@ class ResourceUsage:
     peak_shm_mb: float = float("nan")
     cpu_utilization: float = float("nan")  # process-tree CPU seconds / wall seconds
     monitor_cpu_s: float = 0.0  # the sampler's own CPU seconds
-    monitor_wall_s: float = 0.0
     samples: int = 0
     pss_samples: int = 0
-
-    @property
-    def monitor_cpu_fraction(self) -> float:
-        return self.monitor_cpu_s / self.monitor_wall_s if self.monitor_wall_s > 0 else 0.0
 
 
 def _shm_used() -> float | None:
@@ -140,7 +135,6 @@ class ResourceMonitor:
         self._thread.join()
         self.sample()
         wall = time.perf_counter() - self._wall0
-        self.usage.monitor_wall_s = wall
         if wall > 0:
             self.usage.cpu_utilization = (self._tree_cpu() - self._cpu0) / wall
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from loaderbench import keys
 from loaderbench.config import ConfigError
-from loaderbench.timing import EpochStats, steady_samples_per_s
+from loaderbench.timing import EpochStats, steady_samples_per_s, throughput_interval
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def summary_metrics(epochs: list[EpochStats], wall_s: float) -> dict[str, float]
     samples = sum(e.samples for e in epochs)
     seconds = sum(e.epoch_s for e in epochs)
     wait = sum(e.data_wait_s for e in epochs)
+    low, high = throughput_interval(epochs)
     metrics = {
         keys.SUMMARY_SAMPLES_PER_S: samples / seconds if seconds > 0 else float("nan"),
         keys.SUMMARY_STEADY: steady_samples_per_s(epochs),
@@ -56,6 +57,8 @@ def summary_metrics(epochs: list[EpochStats], wall_s: float) -> dict[str, float]
         keys.SUMMARY_WALL: wall_s,
         keys.SUMMARY_WARMUP_BATCHES: float(epochs[0].warmup_batches) if epochs else 0.0,
     }
+    if not math.isnan(low):  # too few steps to say: no interval rather than a NaN
+        metrics |= {keys.SUMMARY_STEADY_LOW: low, keys.SUMMARY_STEADY_HIGH: high}
     if epochs and not math.isnan(epochs[-1].loss):
         metrics[keys.SUMMARY_TRAIN_LOSS] = epochs[-1].loss
     if epochs and not math.isnan(epochs[-1].val_acc):
