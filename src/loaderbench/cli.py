@@ -8,6 +8,7 @@ import sys
 from omegaconf import DictConfig
 
 from loaderbench.config import ConfigError
+from loaderbench.data.faults import LoaderFailure
 
 log = logging.getLogger("loaderbench")
 
@@ -20,3 +21,6 @@ def run_job(cfg: DictConfig) -> float:
     except ConfigError as exc:  # single run: the message names the key and the fix
         log.error("error: %s", exc)
         sys.exit(2)
+    except LoaderFailure as exc:  # recorded FAILED with its traceback; here, cause and fix
+        log.error("error: %s", exc)
+        sys.exit(1)

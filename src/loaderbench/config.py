@@ -26,6 +26,8 @@ class LoaderConfig:
     drop_last: bool = False
     shuffle: bool = True
     timeout: float = 0.0
+    # null: torch's default (file_descriptor on Linux); file_system for "too many open files"
+    sharing_strategy: str | None = None
 
 
 @dataclass

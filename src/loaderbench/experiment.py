@@ -24,6 +24,12 @@ from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 from loaderbench import keys, tracking
 from loaderbench.config import ConfigError, LoaderConfig
 from loaderbench.data import DatasetPair, LoaderPlan, TransformedDataset, build_loader, plan_loader
+from loaderbench.data.faults import (
+    LoaderFailure,
+    check_shared_memory,
+    explain_loader_error,
+    sample_bytes,
+)
 from loaderbench.data.loader import close_loader
 from loaderbench.devices import configure_determinism, device_label, resolve_device
 from loaderbench.loop import MODES, EpochRunner, Progress
@@ -77,6 +83,7 @@ class Setup:
     val_loader: Any
     mode: str
     channels_last: bool
+    batch_bytes: int = 0  # one training batch, estimated from one sample (0: no workers)
 
 
 NAME_LIMIT = 40  # characters: a run name is a table cell in the MLflow UI
@@ -183,6 +190,12 @@ def prepare(cfg: DictConfig) -> Setup:
     )
     val_set = TransformedDataset(data.val, preset.val, seed, random=False)
 
+    # One sample, fetched here, sizes the batches workers will pass through /dev/shm.
+    batch_bytes = sample_bytes(train_set[0]) * plan.batch_size if plan.num_workers else 0
+    if warning := check_shared_memory(plan, batch_bytes):
+        log.warning("%s", warning)
+    det = bool(cfg.trainer.deterministic)
+
     torch.manual_seed(seed)  # model initialisation: the same weights for every loader setting
     model = instantiate(cfg.model, num_classes=data.num_classes).to(device)
     optimizer = instantiate(cfg.optim)(model.parameters())
@@ -192,8 +205,9 @@ def prepare(cfg: DictConfig) -> Setup:
         data=data,
         model=model,
         optimizer=optimizer,
-        train_loader=build_loader(train_set, plan, seed=seed, train=True),
-        val_loader=build_loader(val_set, plan, seed=seed, train=False),
+        train_loader=build_loader(train_set, plan, seed=seed, train=True, deterministic=det),
+        val_loader=build_loader(val_set, plan, seed=seed, train=False, deterministic=det),
+        batch_bytes=batch_bytes,
         mode=mode,
         channels_last=bool(cfg.model.get("channels_last", False)),
     )
@@ -222,6 +236,10 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
             stats = runner.run_epoch(
                 epoch, warmup_batches=cfg.bench.warmup_batches, progress=progress
             )
+        except RuntimeError as exc:  # torch's raw words for a known fault: add cause and fix
+            if hint := explain_loader_error(exc, s.plan, s.batch_bytes):
+                raise LoaderFailure(hint) from exc
+            raise
         finally:
             progress.close()
         tracker.log_metrics(tracking.epoch_metrics(stats), step=epoch)

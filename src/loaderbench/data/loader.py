@@ -18,8 +18,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from loaderbench.config import ConfigError, LoaderConfig
 from loaderbench.data.base import EpochSampler
+from loaderbench.data.faults import WorkerSetup
 
 TORCH_DEFAULT_PREFETCH = 2  # DataLoader's prefetch_factor when workers > 0 and it is None
+TORCH_DEFAULT_SHARING = torch.multiprocessing.get_sharing_strategy()  # file_descriptor on Linux
 
 
 @dataclass
@@ -35,6 +37,7 @@ class LoaderPlan:
     drop_last: bool
     shuffle: bool
     timeout: float
+    sharing_strategy: str | None
     # effective.<name> -> value actually used, and why it differs from the config (if it does)
     effective: dict[str, Any] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
@@ -70,6 +73,14 @@ def plan_loader(cfg: LoaderConfig, *, device: torch.device) -> LoaderPlan:
             f"this platform offers {', '.join(methods)}",
             "pass one of those, or null for the platform default",
         )
+    strategies = sorted(torch.multiprocessing.get_all_sharing_strategies())
+    if cfg.sharing_strategy is not None and cfg.sharing_strategy not in strategies:
+        raise _fail(
+            "sharing_strategy",
+            cfg.sharing_strategy,
+            f"torch offers {', '.join(strategies)} here",
+            "pass one of those, or null for torch's default",
+        )
     if cfg.timeout < 0:
         raise _fail(
             "timeout",
@@ -88,6 +99,7 @@ def plan_loader(cfg: LoaderConfig, *, device: torch.device) -> LoaderPlan:
         drop_last=cfg.drop_last,
         shuffle=cfg.shuffle,
         timeout=cfg.timeout,
+        sharing_strategy=cfg.sharing_strategy,
     )
     if cfg.num_workers == 0:
         no_workers = "num_workers=0 loads in the main process"
@@ -103,6 +115,9 @@ def plan_loader(cfg: LoaderConfig, *, device: torch.device) -> LoaderPlan:
         if cfg.timeout:
             plan.timeout = 0.0
             plan.reasons["timeout"] = f"{no_workers}: torch ignores the timeout"
+        if cfg.sharing_strategy is not None:
+            plan.sharing_strategy = None
+            plan.reasons["sharing_strategy"] = f"{no_workers}: nothing is shared"
     if cfg.pin_memory and device.type not in ("cuda", "xpu", "mps"):
         plan.pin_memory = False
         plan.reasons["pin_memory"] = (
@@ -121,19 +136,23 @@ def plan_loader(cfg: LoaderConfig, *, device: torch.device) -> LoaderPlan:
             else None
         ),
         "timeout": plan.timeout,
+        "sharing_strategy": ((plan.sharing_strategy or TORCH_DEFAULT_SHARING) if workers else None),
     }
     return plan
 
 
 def build_loader(
-    dataset: Dataset, plan: LoaderPlan, *, seed: int, train: bool = True
+    dataset: Dataset, plan: LoaderPlan, *, seed: int, train: bool = True, deterministic: bool = True
 ) -> DataLoader:
     """A DataLoader over ``dataset`` (a TransformedDataset) as ``plan`` says.
 
     Train loaders shuffle and drop the last batch as configured; val loaders keep the order and
     every sample. The sampler and the loader's own generator are seeded, so nothing here draws
-    from torch's global generator (which the model's initialisation uses).
+    from torch's global generator (which the model's initialisation uses). Workers get the
+    run's determinism and sharing strategy whatever their start method (:class:`WorkerSetup`).
     """
+    if plan.num_workers:  # process-wide: set every time, so a sweep's next job starts clean
+        torch.multiprocessing.set_sharing_strategy(plan.sharing_strategy or TORCH_DEFAULT_SHARING)
     sampler = EpochSampler(len(dataset), shuffle=plan.shuffle and train, seed=seed)  # type: ignore[arg-type]
     return DataLoader(
         dataset,
@@ -147,6 +166,11 @@ def build_loader(
         drop_last=plan.drop_last and train,
         timeout=plan.timeout,
         generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=WorkerSetup(
+            deterministic=deterministic, sharing_strategy=plan.sharing_strategy
+        )
+        if plan.num_workers
+        else None,
     )
 
 

@@ -1,0 +1,121 @@
+"""Faults between workers and the loop get their cause and fix; workers share the run's
+settings whatever their start method."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from loaderbench.config import ConfigError, LoaderConfig
+from loaderbench.data import TransformedDataset, build_loader, plan_loader
+from loaderbench.data.faults import (
+    LoaderFailure,
+    check_shared_memory,
+    explain_loader_error,
+    sample_bytes,
+    shm_free_bytes,
+)
+from loaderbench.experiment import run
+from tests.conftest import compose_config
+
+CPU = torch.device("cpu")
+
+
+def plan(**kw):
+    return plan_loader(LoaderConfig(**kw), device=CPU)
+
+
+def test_sample_bytes_counts_every_tensor():
+    assert sample_bytes((torch.zeros(3, 4, 4), 1)) == 3 * 4 * 4 * 4 + 8
+    assert sample_bytes({"x": torch.zeros(2, dtype=torch.uint8), "y": torch.zeros(1)}) == 6
+
+
+@pytest.mark.skipif(shm_free_bytes() is None, reason="no /dev/shm here")
+def test_batches_in_flight_beyond_free_shared_memory_are_warned_with_fixes():
+    p = plan(num_workers=2, batch_size=64)
+    too_big = shm_free_bytes()  # one batch the size of all free shm: 4 in flight can't fit
+    warning = check_shared_memory(p, too_big)
+    assert "/dev/shm" in warning and "--shm-size" in warning and "num_workers=0" in warning
+    assert check_shared_memory(p, 1024) is None
+    assert check_shared_memory(plan(num_workers=0), too_big) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ("unable to allocate shared memory(shm) for file: No space left on device", "--shm-size"),
+        ("DataLoader worker (pid 7) is killed by signal: Bus error. ... shared memory", "/dev/shm"),
+        ("DataLoader timed out after 1.0 seconds", "loader.timeout"),
+        ("DataLoader worker (pid(s) 7) exited unexpectedly", "dmesg"),
+        ("received 0 items of ancdata", "sharing_strategy=file_system"),
+    ],
+)
+def test_torch_raw_loader_errors_get_cause_and_fix(raw, says):
+    hint = explain_loader_error(RuntimeError(raw), plan(num_workers=2, timeout=1.0), 4 * 2**20)
+    assert says in hint
+
+
+def test_an_unrelated_error_is_left_alone():
+    assert explain_loader_error(RuntimeError("shape mismatch"), plan(), 0) is None
+
+
+def test_a_wrong_sharing_strategy_names_the_key():
+    with pytest.raises(ConfigError, match="loader.sharing_strategy=shm"):
+        plan(num_workers=2, sharing_strategy="shm")
+
+
+def test_sharing_strategy_is_recorded_and_dropped_without_workers():
+    p = plan(num_workers=2, sharing_strategy="file_system")
+    assert p.effective["sharing_strategy"] == "file_system"
+    p0 = plan(num_workers=0, sharing_strategy="file_system")
+    assert p0.effective["sharing_strategy"] is None and "sharing_strategy" in p0.reasons
+
+
+class Flags(Dataset):
+    """What each worker sees of the process-wide settings."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        strategy = torch.multiprocessing.get_sharing_strategy() == "file_system"
+        return torch.tensor([torch.are_deterministic_algorithms_enabled(), strategy]), index
+
+
+def test_spawned_workers_get_the_runs_determinism_and_sharing_strategy():
+    p = plan(num_workers=2, multiprocessing_context="spawn", sharing_strategy="file_system")
+    loader = build_loader(TransformedDataset(Flags(), None, 0), p, seed=0, deterministic=True)
+    try:
+        flags = torch.cat([images for images, _ in loader])
+    finally:
+        torch.multiprocessing.set_sharing_strategy("file_descriptor")
+    assert flags.all(), flags
+
+
+def _folder(root):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for k, cls in enumerate(("a", "b")):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), (80 * k, 40 * i, 0)).save(root / split / cls / f"{i}.png")
+    return root
+
+
+def test_a_stall_past_the_timeout_says_what_to_raise(tmp_path):
+    overrides = [
+        "dataset=imagefolder",
+        f"dataset.root={_folder(tmp_path / 'imgs')}",
+        "dataset.read_latency_ms=3000",  # every read takes 3 s: the worker stalls
+        "loader.num_workers=1",
+        "loader.timeout=0.5",
+        "loader.batch_size=2",
+        "bench.mode=loader_only",
+        "trainer.epochs=1",
+        "trainer.progress=false",
+        "mlflow.enabled=false",
+    ]
+    with pytest.raises(LoaderFailure, match=r"loader.timeout=0.5 s"):
+        run(compose_config(overrides))
