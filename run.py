@@ -16,4 +16,6 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    from loaderbench.cli import main as guarded
+
+    guarded(main)  # a stop signal ends the command with one line, never a traceback

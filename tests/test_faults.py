@@ -16,7 +16,7 @@ from loaderbench.data.faults import (
     sample_bytes,
     shm_free_bytes,
 )
-from loaderbench.experiment import run
+from loaderbench.experiment import Launch, run
 from tests.conftest import compose_config
 
 CPU = torch.device("cpu")
@@ -119,3 +119,27 @@ def test_a_stall_past_the_timeout_says_what_to_raise(tmp_path):
     ]
     with pytest.raises(LoaderFailure, match=r"loader.timeout=0.5 s"):
         run(compose_config(overrides))
+
+
+def test_relative_paths_are_recorded_absolute_with_their_spelling(tmp_path):
+    from loaderbench import tracking
+
+    root = _folder(tmp_path / "imgs")
+    overrides = [
+        "dataset=imagefolder",
+        "dataset.root=imgs",
+        "trainer.epochs=1",
+        "trainer.progress=false",
+        "bench.mode=loader_only",
+    ]
+    cfg = compose_config(overrides)
+    tracker = tracking.InMemoryTracker()
+    run(cfg, tracker=tracker, launch=Launch(launch_dir=str(tmp_path)))
+    assert tracker.params["dataset.root"] == str(root)
+    assert tracker.params["given.dataset.root"] == "imgs"
+    assert f"root: {root}" in tracker.texts["config.yaml"]
+
+
+def test_a_missing_mandatory_path_is_still_the_clear_error():
+    with pytest.raises(ConfigError, match="dataset.root must be set"):
+        run(compose_config(["dataset=imagefolder", "mlflow.enabled=false"]))

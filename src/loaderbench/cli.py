@@ -1,19 +1,49 @@
-"""What ``run.py`` calls: one job, with bad input turned into a one-line error."""
+"""What ``run.py`` calls: one job, with bad input turned into a one-line error, and the whole
+command, with a signal turned into a clean stop.
+
+SIGTERM (``kill``, Slurm's preemption and ``scancel``) and SIGINT (Ctrl-C) end the same way:
+the current run and the sweep's parent are marked KILLED with the signal's name, the workers
+are stopped and joined, the report of the jobs that finished is written, one line says so, and
+the exit code is 128 + the signal's number. No traceback: an interruption is not a bug.
+"""
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from omegaconf import DictConfig
 
 from loaderbench.config import ConfigError
-from loaderbench.data.faults import LoaderFailure
 
 log = logging.getLogger("loaderbench")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal, raised in the main thread wherever it was; KeyboardInterrupt's subclass,
+    so every ``except KeyboardInterrupt`` clean-up runs for SIGTERM too."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.name = signum, signal.Signals(signum).name
+        self.run_id: str | None = None  # set by the job that was running, if any
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_interrupted)
 
 
 def run_job(cfg: DictConfig) -> float:
+    from loaderbench.data.faults import LoaderFailure
     from loaderbench.experiment import run
 
     try:
@@ -24,3 +54,27 @@ def run_job(cfg: DictConfig) -> float:
     except LoaderFailure as exc:  # recorded FAILED with its traceback; here, cause and fix
         log.error("error: %s", exc)
         sys.exit(1)
+
+
+def main(hydra_main: Callable[[], Any]) -> None:
+    """Run the Hydra entry point; a stop signal ends it with one line and 128 + signum."""
+    install_signal_handlers()
+    try:
+        hydra_main()
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        name = signal.Signals(signum).name
+        parts = []
+        if run_id := getattr(exc, "run_id", None):
+            parts.append(f"run {run_id}")
+        sweep = sys.modules.get("loaderbench.sweep")
+        summary = sweep.interrupt_active_sweep(name) if sweep is not None else None
+        if summary:
+            parts.append(summary.subject)
+        line = f"interrupted by {name}"
+        if parts:
+            line += f": {' and '.join(parts)} marked KILLED"
+        if summary:
+            line += f"; {summary.finished} of {summary.total} jobs finished"
+        print(line, file=sys.stderr, flush=True)
+        sys.exit(128 + signum)

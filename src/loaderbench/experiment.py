@@ -160,6 +160,22 @@ def _instantiate_dataset(cfg: DictConfig) -> DatasetPair:
         raise
 
 
+PATH_KEYS = ("dataset.root", "dataset.path")  # config values that name files or folders
+
+
+def resolve_paths(cfg: DictConfig, launch_dir: str) -> dict[str, str]:
+    """Make relative paths absolute against the launch directory, in place, so the recorded
+    config reproduces from anywhere (and a job that runs elsewhere, e.g. under submitit, reads
+    the same files). Returns the original spellings of the paths it changed."""
+    given = {}
+    for key in PATH_KEYS:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            given[key] = value
+            OmegaConf.update(cfg, key, os.path.normpath(os.path.join(launch_dir, value)))
+    return given
+
+
 def _check_required(cfg: DictConfig) -> None:
     """A mandatory value left as ``???`` (e.g. dataset.root) is a config error naming it."""
     try:
@@ -256,8 +272,9 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
     return epochs
 
 
-def _params(cfg: DictConfig, setup: Setup | None) -> dict[str, Any]:
+def _params(cfg: DictConfig, setup: Setup | None, given: dict[str, str]) -> dict[str, Any]:
     params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
+    params |= {f"given.{k}": v for k, v in given.items()}  # a relative path as typed
     if setup is not None:
         params |= {f"effective.{k}": v for k, v in setup.plan.effective.items()}
         params |= {
@@ -299,11 +316,12 @@ def run(
     name = run_name(cfg, launch.swept)
     setup: Setup | None = None
     started = False
+    given = resolve_paths(cfg, launch.launch_dir)
     try:
         t0 = time.perf_counter()
         setup = prepare(cfg)
         setup_s = time.perf_counter() - t0
-        tracker.start(run_name=name, params=_params(cfg, setup), tags=_tags(launch, setup))
+        tracker.start(run_name=name, params=_params(cfg, setup, given), tags=_tags(launch, setup))
         started = True
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), keys.CONFIG_ARTIFACT)
         if setup.data.stats:
@@ -317,9 +335,11 @@ def run(
         tracker.end("FINISHED")
         report_summary(summary, tracker, data=setup.data, device=setup.device)
         return summary[keys.SUMMARY_SAMPLES_PER_S]
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (cli.Interrupted): KILLED, say which
         if started:
+            tracker.set_tags({keys.KILLED_BY_TAG: getattr(exc, "name", "SIGINT")})
             tracker.end("KILLED")
+            exc.run_id = tracker.run_id  # for the one line the command ends with
         raise
     except Exception as exc:
         error = traceback.format_exc()
@@ -327,7 +347,7 @@ def run(
             Path(launch.output_dir, keys.ERROR_ARTIFACT).write_text(error)
         if launch.multirun and not started:
             # Record the broken combination so the sweep report lists it.
-            tracker.start(run_name=name, params=_params(cfg, setup), tags=_tags(launch, setup))
+            tracker.start(run_name=name, params=_params(cfg, setup, given), tags=_tags(launch, setup))
             started = True
         if started:
             tracker.log_text(error, keys.ERROR_ARTIFACT)

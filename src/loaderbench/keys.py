@@ -20,6 +20,7 @@ ROLE_SWEEP, ROLE_JOB = "sweep", "job"
 REPRODUCES_TAG = "loaderbench.reproduces"  # on a re-run: the id of the run it re-ran
 REPRODUCE_RESULT_TAG = "loaderbench.reproduce_result"  # match / mismatch: ...
 CEILINGS_TAG = "loaderbench.ceilings"  # the bottleneck in words
+KILLED_BY_TAG = "loaderbench.killed_by"  # on a KILLED run: the signal, e.g. SIGTERM
 EFFECTIVE_PREFIX = "effective."  # params effective.<knob>, tags effective.<knob>.reason
 ENV_PREFIX = "env."
 # What bit-exactness depends on: other versions or another CPU may round differently.
