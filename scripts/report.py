@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from loaderbench import report
-from loaderbench.tracking import resolve_tracking_uri
+from loaderbench.store import resolve_tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from loaderbench import keys, report
-from loaderbench import tracking as t
+from loaderbench import store as t
 
 LOSS = [1.25, 0.75, 0.5]
 ACC = [0.5, 0.625, 0.75]

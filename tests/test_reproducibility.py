@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from loaderbench import keys, tracking
+from loaderbench import keys, store, tracking
 from loaderbench.experiment import Launch, run
 from loaderbench.reproduce import ENV_TAGS, REPRODUCES_TAG, ReproduceError, compare_env, reproduce
 from tests.conftest import SMALL, compose_config
@@ -88,7 +88,7 @@ def only_run(client: MlflowClient, **tags: str):
 def test_reproduce_round_trip_and_tampering(small_cfg, sqlite_uri, capsys, monkeypatch):
     # The original is the one FINISHED job of a sweep (plus a FAILED one, which is skipped), so
     # reproducing the parent exercises the sweep path without training a second job.
-    client, exp_id = tracking.open_experiment(sqlite_uri, "loaderbench")
+    client, exp_id = store.open_experiment(sqlite_uri, "loaderbench")
     parent_id = client.create_run(exp_id, tags={keys.ROLE_TAG: "sweep"}).info.run_id
     failed = client.create_run(exp_id, tags={keys.PARENT_TAG: parent_id}).info.run_id
     client.set_terminated(failed, "FAILED")
@@ -132,7 +132,7 @@ def test_unreproducible_runs_are_a_one_line_error(sqlite_uri, tmp_path, capsys):
     assert cli.main(["0" * 32, "--tracking-uri", missing]) == 2
     assert "no tracking store" in capsys.readouterr().err
 
-    client, exp_id = tracking.open_experiment(sqlite_uri, "loaderbench")
+    client, exp_id = store.open_experiment(sqlite_uri, "loaderbench")
     bare = client.create_run(exp_id).info.run_id  # a run without config.yaml
     assert cli.main([bare, "--tracking-uri", sqlite_uri]) == 2
     err = capsys.readouterr().err

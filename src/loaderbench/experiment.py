@@ -21,7 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
-from loaderbench import keys, tracking
+from loaderbench import keys, store, tracking
 from loaderbench.config import ConfigError
 from loaderbench.data import DatasetPair, LoaderPlan, TransformedDataset, build_loader, plan_loader
 from loaderbench.data.loader import close_loader
@@ -29,7 +29,7 @@ from loaderbench.devices import resolve_device
 from loaderbench.loop import Progress, evaluate, iterate_loader, train_cached_batch, train_one_epoch
 from loaderbench.provenance import env_tags
 from loaderbench.resources import ResourceMonitor
-from loaderbench.timing import EpochStats
+from loaderbench.timing import EpochStats, epoch_metrics, summary_metrics
 
 log = logging.getLogger(__name__)
 MODES = ("train", "loader_only", "model_only")
@@ -102,8 +102,8 @@ def run_name(cfg: DictConfig, overrides: list[str]) -> str:
 
 def make_tracker(cfg: DictConfig, launch: Launch) -> tracking.Tracker:
     if not cfg.mlflow.enabled:
-        return tracking.Tracker()
-    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch.launch_dir)
+        return tracking.NullTracker()
+    uri = store.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch.launch_dir)
     return tracking.MlflowTracker(
         uri,
         cfg.mlflow.experiment,
@@ -223,7 +223,7 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
             stats.val_loss, stats.val_acc = evaluate(
                 s.model, s.val_loader, s.device, channels_last=s.channels_last
             )
-        tracker.log_metrics(tracking.epoch_metrics(stats), step=epoch)
+        tracker.log_metrics(epoch_metrics(stats), step=epoch)
         log.info(
             "epoch %d: %.0f samples/s, waiting for data %.0f%% of the time%s",
             epoch,
@@ -289,7 +289,7 @@ def run(
             tracker.log_metrics({f"data/{k}": v for k, v in setup.data.stats.items()})
         with ResourceMonitor(cfg.bench.memory_interval_s) as monitor:
             epochs = train(setup, cfg, tracker)
-        summary = tracking.summary_metrics(epochs, time.perf_counter() - wall0)
+        summary = summary_metrics(epochs, time.perf_counter() - wall0)
         summary |= resource_metrics(monitor)
         tracker.log_metrics(summary)
         tracker.end("FINISHED")

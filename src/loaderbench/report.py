@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from loaderbench import keys
-from loaderbench import tracking as t
+from loaderbench import store as t
 
 log = logging.getLogger(__name__)
 
