@@ -52,9 +52,9 @@ WORKLOADS = {  # name -> (run.py overrides, bare_loop.py arguments)
 
 
 def _client(uri: str):
-    from loaderbench.store import open_client
+    from loaderbench.store import open_store
 
-    return open_client(uri)
+    return open_store(uri, must_exist=True)
 
 
 def loaderbench_job(overrides: list[str], tmp: Path, n: int) -> dict[str, float]:

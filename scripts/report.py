@@ -16,8 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from loaderbench import report
-from loaderbench.tracking import resolve_tracking_uri
+from loaderbench import report, store
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,12 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     try:
-        uri = resolve_tracking_uri(args.tracking_uri, os.getcwd())
-        db = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
-        if db and not Path(db).exists():  # MlflowClient would create an empty store there
-            raise report.SweepNotFound(f"no tracking store at {db} (run a sweep first)")
-        client = report.open_client(uri)
-        run_id = args.run_id or report.find_latest_sweep(client)
+        uri = store.resolve_tracking_uri(args.tracking_uri, os.getcwd())
+        client = store.open_store(uri, must_exist=True, error=report.SweepNotFound)
+        run_id = args.run_id or store.latest_sweep(client)
         out = args.out or Path("outputs") / "reports" / run_id
         result = report.write_report(run_id, client, out)
     except (report.SweepNotFound, ValueError) as exc:

@@ -16,7 +16,7 @@ import os
 import sys
 
 from loaderbench.reproduce import ReproduceError, reproduce
-from loaderbench.tracking import resolve_tracking_uri
+from loaderbench.store import resolve_tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:

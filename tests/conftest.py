@@ -1,5 +1,5 @@
-"""Shared fixtures: the real config composed with Hydra's compose API, small enough to run in
-seconds, and a real SQLite MLflow store in a temporary folder."""
+"""Fixtures and hooks only (shared code lives in tests/helpers.py): a config small enough to
+run in seconds, and a real SQLite MLflow store in a temporary folder."""
 
 from __future__ import annotations
 
@@ -7,28 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from loaderbench.config import register_configs
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
-# A few seconds per run on 2 cores: 256 training images of 32x32, one epoch.
-SMALL = [
-    "dataset.size=256",
-    "dataset.val_size=64",
-    "dataset.image_size=32",
-    "trainer.epochs=1",
-    "trainer.progress=false",
-    "loader.batch_size=32",
-]
-
-
-def compose_config(overrides: list[str] = ()) -> DictConfig:
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+from tests.helpers import SMALL, compose_config
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from loaderbench.config import ConfigError
 from loaderbench.data.imagefolder import write_imagefolder
 from loaderbench.data.loader import close_loader
 from loaderbench.experiment import prepare
-from tests.conftest import CONF, SMALL, compose_config
+from tests.helpers import CONF, SMALL, compose_config
 
 GROUPS = [
     "dataset",

@@ -31,7 +31,7 @@ from loaderbench.data.imagefolder import (
 from loaderbench.data.loader import close_loader
 from loaderbench.data.shapes import SHAPES, ShapesDataset
 from loaderbench.data.tensor import make_fake, make_tensor, tensor_bytes
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 # Known noise: torchvision 0.29 deprecates its decoders (a warning per call); PIL warns on
 # palette alpha (tRNS), which both decoders handle.

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from loaderbench import keys, tracking
 from loaderbench.config import ConfigError
 from loaderbench.experiment import Launch, run
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 EPOCH_KEYS = [*keys.EPOCH_KEYS, *keys.EPOCH_MODEL_KEYS]
 SUMMARY_KEYS = [*keys.SUMMARY_KEYS, *keys.SUMMARY_MODEL_KEYS]

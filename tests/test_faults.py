@@ -17,7 +17,7 @@ from loaderbench.data.faults import (
     shm_free_bytes,
 )
 from loaderbench.experiment import Launch, run
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 CPU = torch.device("cpu")
 

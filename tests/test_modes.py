@@ -19,7 +19,7 @@ from loaderbench.data import DatasetPair
 from loaderbench.data.shapes import make_shapes
 from loaderbench.experiment import run
 
-TRAIN_SIZE, VAL_SIZE, BATCH = 256, 64, 32  # as conftest.SMALL
+TRAIN_SIZE, VAL_SIZE, BATCH = 256, 64, 32  # as helpers.SMALL
 MODEL_KEYS = ("loss/", "acc/", "summary/val_acc", "summary/train_loss")
 VAL_KEYS = (keys.LOSS_VAL, keys.ACC_VAL, keys.SUMMARY_VAL_ACC)
 READS: Counter[str] = Counter()  # split -> samples fetched (num_workers=0: this process)

@@ -7,21 +7,18 @@ Augmentation is on and there are two epochs throughout: the random crop of a sam
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from loaderbench import keys, tracking
+from loaderbench import keys, store, tracking
 from loaderbench.experiment import Launch, run
 from loaderbench.reproduce import ENV_TAGS, REPRODUCES_TAG, ReproduceError, compare_env, reproduce
-from tests.conftest import SMALL, compose_config
+from tests.helpers import ROOT, SMALL, compose_config, load_script
 
-ROOT = Path(__file__).parents[1]
 # 4 batches of 32 per epoch: two for each of two workers. Colour jitter costs ~5 ms per image.
 AUGMENT = ("transforms=augment", "trainer.epochs=2", "dataset.size=128", "dataset.val_size=32")
 HISTORIES = ("loss/train", "acc/val")
@@ -70,15 +67,6 @@ def test_another_seed_changes_the_losses(small_cfg, reference):
     assert other["loss/train"] != reference["loss/train"]
 
 
-def load_cli():
-    spec = importlib.util.spec_from_file_location(
-        "reproduce_cli", ROOT / "scripts" / "reproduce.py"
-    )
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
-
-
 def only_run(client: MlflowClient, **tags: str):
     exp = client.get_experiment_by_name("loaderbench")
     runs = client.search_runs([exp.experiment_id])
@@ -88,7 +76,7 @@ def only_run(client: MlflowClient, **tags: str):
 def test_reproduce_round_trip_and_tampering(small_cfg, sqlite_uri, capsys, monkeypatch):
     # The original is the one FINISHED job of a sweep (plus a FAILED one, which is skipped), so
     # reproducing the parent exercises the sweep path without training a second job.
-    client, exp_id = tracking.open_experiment(sqlite_uri, "loaderbench")
+    client, exp_id = store.open_experiment(sqlite_uri, "loaderbench")
     parent_id = client.create_run(exp_id, tags={keys.ROLE_TAG: "sweep"}).info.run_id
     failed = client.create_run(exp_id, tags={keys.PARENT_TAG: parent_id}).info.run_id
     client.set_terminated(failed, "FAILED")
@@ -111,7 +99,7 @@ def test_reproduce_round_trip_and_tampering(small_cfg, sqlite_uri, capsys, monke
 
     # Tamper: a second value at epoch 0. MLflow keeps both; the comparison must see it.
     client.log_metric(original_id, "loss/train", 123.0, step=0)
-    assert load_cli().main([original_id, "--tracking-uri", sqlite_uri]) == 1
+    assert load_script("reproduce").main([original_id, "--tracking-uri", sqlite_uri]) == 1
     out = capsys.readouterr().out
     assert "loss/train epoch 0" in out and "123.0" in out
     assert out.rstrip().endswith("mismatch")
@@ -127,12 +115,12 @@ def test_environment_drift_is_a_warning_naming_the_tag():
 
 
 def test_unreproducible_runs_are_a_one_line_error(sqlite_uri, tmp_path, capsys):
-    cli = load_cli()
+    cli = load_script("reproduce")
     missing = f"sqlite:///{tmp_path / 'nowhere.db'}"
     assert cli.main(["0" * 32, "--tracking-uri", missing]) == 2
     assert "no tracking store" in capsys.readouterr().err
 
-    client, exp_id = tracking.open_experiment(sqlite_uri, "loaderbench")
+    client, exp_id = store.open_experiment(sqlite_uri, "loaderbench")
     bare = client.create_run(exp_id).info.run_id  # a run without config.yaml
     assert cli.main([bare, "--tracking-uri", sqlite_uri]) == 2
     err = capsys.readouterr().err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from loaderbench.experiment import NAME_LIMIT, run_name
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 
 def test_a_sweep_child_is_named_by_its_swept_keys_only():

@@ -17,7 +17,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+
 TINY = [
     "dataset.size=128",
     "dataset.val_size=32",

@@ -21,7 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
-from loaderbench import keys, tracking
+from loaderbench import keys, store, tracking
 from loaderbench.config import ConfigError, LoaderConfig
 from loaderbench.data import DatasetPair, LoaderPlan, TransformedDataset, build_loader, plan_loader
 from loaderbench.data.faults import (
@@ -32,10 +32,10 @@ from loaderbench.data.faults import (
 )
 from loaderbench.data.loader import close_loader
 from loaderbench.devices import configure_determinism, device_label, resolve_device
-from loaderbench.loop import MODES, EpochRunner, Progress
+from loaderbench.loop import EpochRunner, Progress
 from loaderbench.provenance import env_tags
 from loaderbench.resources import ResourceMonitor
-from loaderbench.timing import EpochStats
+from loaderbench.timing import EpochStats, epoch_metrics, summary_metrics
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,8 @@ def swept_keys() -> list[str] | None:
 
 def make_tracker(cfg: DictConfig, launch: Launch) -> tracking.Tracker:
     if not cfg.mlflow.enabled:
-        return tracking.Tracker()
-    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch.launch_dir)
+        return tracking.NullTracker()
+    uri = store.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch.launch_dir)
     return tracking.MlflowTracker(
         uri,
         cfg.mlflow.experiment,
@@ -188,8 +188,8 @@ def prepare(cfg: DictConfig) -> Setup:
     """Validate the config and build device, data, loaders, model and optimizer."""
     _check_required(cfg)
     mode = cfg.bench.mode
-    if mode not in MODES:
-        raise ConfigError(f"bench.mode={mode}: choose one of {', '.join(MODES)}")
+    if mode not in keys.MODES:
+        raise ConfigError(f"bench.mode={mode}: choose one of {', '.join(keys.MODES)}")
     if cfg.trainer.epochs < 1:
         raise ConfigError(f"trainer.epochs={cfg.trainer.epochs}: must be at least 1")
     if cfg.bench.warmup_batches < 0:
@@ -258,7 +258,7 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
             raise
         finally:
             progress.close()
-        tracker.log_metrics(tracking.epoch_metrics(stats), step=epoch)
+        tracker.log_metrics(epoch_metrics(stats), step=epoch)
         log.info(
             "epoch %d: %.0f samples/s, waiting for data %.0f%% of the time%s",
             epoch,
@@ -295,7 +295,7 @@ def _tags(launch: Launch, setup: Setup | None) -> dict[str, str]:
     if launch.sweep_dir:
         tags[keys.SWEEP_DIR_TAG] = launch.sweep_dir
     if launch.output_dir:
-        tags["loaderbench.output_dir"] = launch.output_dir
+        tags[keys.OUTPUT_DIR_TAG] = launch.output_dir
     if setup is not None:
         tags |= env_tags(setup.device)
         tags |= {f"effective.{k}.reason": why for k, why in setup.plan.reasons.items()}
@@ -329,7 +329,7 @@ def run(
         with ResourceMonitor(cfg.bench.memory_interval_s) as monitor:
             epochs = train(setup, cfg, tracker)
         wall_s = time.perf_counter() - wall0
-        summary = tracking.summary_metrics(epochs, wall_s)
+        summary = summary_metrics(epochs, wall_s)
         summary |= resource_metrics(monitor, wall_s) | {keys.SETUP_S: setup_s}
         tracker.log_metrics(summary)
         tracker.end("FINISHED")
@@ -347,7 +347,9 @@ def run(
             Path(launch.output_dir, keys.ERROR_ARTIFACT).write_text(error)
         if launch.multirun and not started:
             # Record the broken combination so the sweep report lists it.
-            tracker.start(run_name=name, params=_params(cfg, setup, given), tags=_tags(launch, setup))
+            tracker.start(
+                run_name=name, params=_params(cfg, setup, given), tags=_tags(launch, setup)
+            )
             started = True
         if started:
             tracker.log_text(error, keys.ERROR_ARTIFACT)

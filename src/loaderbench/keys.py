@@ -50,6 +50,16 @@ THROUGHPUT_PNG, STALL_PNG = "throughput.png", "stall.png"
 WORKERS_PARAM = "loader.num_workers"
 MODE_PARAM = "bench.mode"
 REPEAT_PARAM = "bench.repeat"
+MODE_TRAIN = "train"
+MODES = (MODE_TRAIN, "loader_only", "model_only")  # the values of bench.mode
+# Loader settings that do nothing without worker processes.
+WORKER_ONLY_PARAMS = (
+    "loader.multiprocessing_context",
+    "loader.persistent_workers",
+    "loader.prefetch_factor",
+)
+# Params that are not knobs a user set: derived from the run, or where its results went.
+NOT_KNOB_PREFIXES = (EFFECTIVE_PREFIX, "data.", "mlflow.", "hydra.")
 
 # --- per-epoch metrics (step = epoch) -------------------------------------------------------
 SAMPLES_PER_S = "throughput/samples_per_s"

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from loaderbench import keys
 from loaderbench.timing import EpochStats, TimedBatches
 
 
@@ -158,9 +159,6 @@ def train_cached_batch(
     )
 
 
-MODES = ("train", "loader_only", "model_only")
-
-
 @dataclass
 class EpochRunner:
     """One measured epoch in ``mode``, with what carries across epochs (model_only's batch).
@@ -183,8 +181,8 @@ class EpochRunner:
     _fetch_s: float = math.nan
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.mode not in keys.MODES:
+            raise ValueError(f"mode {self.mode!r}: choose one of {', '.join(keys.MODES)}")
 
     def run_epoch(
         self, epoch: int, *, warmup_batches: int = 0, progress: Progress | None = None

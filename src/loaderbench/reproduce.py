@@ -10,15 +10,10 @@ as a standalone run; every new run carries ``loaderbench.reproduces`` = the orig
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from loaderbench import keys
-from loaderbench import tracking as t
+from loaderbench import keys, store
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +25,7 @@ THROUGHPUT = (keys.SUMMARY_SAMPLES_PER_S, keys.SUMMARY_STEADY, keys.SUMMARY_FIRS
 ENV_TAGS = keys.ENV_TAGS
 
 
-class ReproduceError(LookupError):
+class ReproduceError(store.NotInStore):
     """The run cannot be reproduced: no such store or run, or no stored ``config.yaml``."""
 
 
@@ -58,16 +53,6 @@ class Comparison:
         return out
 
 
-def history_by_step(client: Any, run_id: str, key: str) -> dict[int, list[float]]:
-    """Every value recorded for ``key``, per step, in logging order. The full history, not the
-    latest value: a step logged twice (a re-logged or tampered value) must not compare equal."""
-    metrics = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-    steps: dict[int, list[float]] = {}
-    for m in metrics:
-        steps.setdefault(m.step, []).append(m.value)
-    return steps
-
-
 def _show(values: list[float] | None) -> str:
     if not values:
         return "nothing"
@@ -78,7 +63,8 @@ def compare_histories(client: Any, original_id: str, new_id: str) -> list[str]:
     """Per-epoch losses and accuracies, to the last bit; one line per differing epoch."""
     problems = []
     for key in COMPARED:
-        old, new = history_by_step(client, original_id, key), history_by_step(client, new_id, key)
+        old = store.metric_history(client, original_id, key)
+        new = store.metric_history(client, new_id, key)
         for step in sorted(old.keys() | new.keys()):
             if old.get(step) != new.get(step):
                 was, now = _show(old.get(step)), _show(new.get(step))
@@ -105,10 +91,10 @@ def compare_env(old: dict[str, str], new: dict[str, str]) -> list[str]:
 
 def load_config(client: Any, run_id: str) -> Any:
     """The run's resolved config, from its ``config.yaml`` artifact."""
-    if CONFIG_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
+    cfg = store.run_config(client, run_id)
+    if cfg is None:
         raise ReproduceError(f"run {run_id} has no {CONFIG_ARTIFACT} artifact to reproduce from")
-    with tempfile.TemporaryDirectory() as tmp:
-        return OmegaConf.load(client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp))
+    return cfg
 
 
 def reproduce_run(client: Any, run: Any, tracking_uri: str) -> Comparison:
@@ -150,35 +136,14 @@ def reproduce_run(client: Any, run: Any, tracking_uri: str) -> Comparison:
     return comparison
 
 
-def open_store(tracking_uri: str) -> Any:
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///") :])
-        if not db.exists():  # MlflowClient would silently create an empty store there
-            raise ReproduceError(f"no tracking store at {db}")
-    t.quiet_mlflow_logging()
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
-
-
 def reproduce(run_id: str, tracking_uri: str) -> list[Comparison]:
     """Reproduce a run, or every FINISHED child of a sweep parent; one Comparison each."""
-    from mlflow.exceptions import MlflowException
-
-    client = open_store(tracking_uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        raise ReproduceError(f"run {run_id} not found in {tracking_uri}") from exc
-    if run.data.tags.get(keys.ROLE_TAG) != "sweep":
+    client = store.open_store(tracking_uri, must_exist=True, error=ReproduceError)
+    run = store.get_run(client, run_id, ReproduceError)
+    if not store.is_sweep(run):
         return [reproduce_run(client, run, tracking_uri)]
 
-    children = client.search_runs(
-        [run.info.experiment_id],
-        f"tags.`{keys.PARENT_TAG}` = '{run_id}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time ASC"],
-        max_results=10_000,
-    )
+    children = store.child_runs(client, run, finished_only=True)
     if not children:
         raise ReproduceError(f"sweep {run_id} has no FINISHED runs to reproduce")
     log.info("sweep %s: reproducing %d runs", run_id, len(children))

@@ -20,7 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from loaderbench import keys, tracking
+from loaderbench import keys, store
 
 log = logging.getLogger(__name__)
 JOB_ERROR_FILE = keys.ERROR_ARTIFACT  # also written into a failed job's output directory
@@ -48,25 +48,25 @@ class SweepCallback(Callback):
         self.sweep_dir = Path(config.hydra.sweep.dir)
         if not config.mlflow.enabled:
             return
-        uri = tracking.resolve_tracking_uri(config.mlflow.tracking_uri, config.hydra.runtime.cwd)
-        self.client, experiment_id = tracking.open_experiment(uri, config.mlflow.experiment)
+        uri = store.resolve_tracking_uri(config.mlflow.tracking_uri, config.hydra.runtime.cwd)
+        self.client, experiment_id = store.open_experiment(uri, config.mlflow.experiment)
         self.tracking_uri = uri
         definition = sweep_definition(config)
         run = self.client.create_run(
             experiment_id,
             run_name=f"sweep {self._sweep_label()}",
             tags={
-                keys.ROLE_TAG: "sweep",
+                keys.ROLE_TAG: keys.ROLE_SWEEP,
                 keys.SWEEP_DIR_TAG: str(self.sweep_dir.resolve()),
                 keys.OVERRIDES_TAG: definition,
-                "loaderbench.launcher": str(config.hydra.launcher.get("_target_", "")),
+                keys.LAUNCHER_TAG: str(config.hydra.launcher.get("_target_", "")),
             },
         )
         self.parent_run_id = run.info.run_id
         cfg = OmegaConf.to_container(config, resolve=False)
         cfg.pop("hydra", None)
-        self.client.log_text(self.parent_run_id, definition + "\n", "sweep.txt")
-        self.client.log_text(self.parent_run_id, OmegaConf.to_yaml(cfg), "base_config.yaml")
+        self.client.log_text(self.parent_run_id, definition + "\n", keys.SWEEP_ARTIFACT)
+        self.client.log_text(self.parent_run_id, OmegaConf.to_yaml(cfg), keys.BASE_CONFIG_ARTIFACT)
         # Jobs read the parent's id from the environment: it reaches in-process jobs, submitit's
         # local subprocesses and Slurm jobs (sbatch exports the submitting environment).
         os.environ[keys.PARENT_ENV] = self.parent_run_id
@@ -113,8 +113,8 @@ class SweepCallback(Callback):
             self.client.set_terminated(parent, "FINISHED")
             self.parent_run_id = None
             log.info("\n%s", result.markdown)
-            log.info("report: %s (and on parent run %s)", self.sweep_dir / "report.md", parent)
-            log.info("look at it: %s", tracking.ui_command(self.tracking_uri))
+            log.info("report: %s (and on parent run %s)", self.sweep_dir / keys.REPORT_MD, parent)
+            log.info("look at it: %s", store.ui_command(self.tracking_uri))
             failed = [r.name for r in result.rows if r.status in ("FAILED", "KILLED")]
         if failed:
             log.error(

@@ -9,6 +9,7 @@ without any sync queued device work would be billed to whichever window happens 
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import time
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from loaderbench import keys
 
 
 def synchronize(device: torch.device) -> None:
@@ -160,3 +163,48 @@ def steady_samples_per_s(epochs: list[EpochStats]) -> float:
     """Median per-epoch steady throughput after epoch 0 (epoch 0 alone if it is the only one)."""
     values = [e.steady_samples_per_s for e in (epochs[1:] or epochs)]
     return statistics.median(values) if values else float("nan")
+
+
+# --- metric builders: what an EpochStats means under the contract's keys --------------------
+
+
+def epoch_metrics(stats: EpochStats) -> dict[str, float]:
+    """Per-epoch metrics (step = epoch). Loss/accuracy only when a model was trained."""
+    metrics = {
+        keys.SAMPLES_PER_S: stats.samples_per_s,
+        keys.STEADY_SAMPLES_PER_S: stats.steady_samples_per_s,
+        keys.EPOCH_S: stats.epoch_s,
+        keys.DATA_WAIT_S: stats.data_wait_s,
+        keys.COMPUTE_S: stats.compute_s,
+        keys.WARMUP_S: stats.warmup_s,
+        keys.EVAL_S: stats.eval_s,
+        keys.DATA_WAIT_FRACTION: stats.data_wait_fraction,
+    }
+    if not math.isnan(stats.loss):
+        metrics |= {keys.LOSS_TRAIN: stats.loss, keys.ACC_TRAIN: stats.acc}
+    if not math.isnan(stats.val_acc):
+        metrics |= {keys.LOSS_VAL: stats.val_loss, keys.ACC_VAL: stats.val_acc}
+    return metrics
+
+
+def summary_metrics(epochs: list[EpochStats], wall_s: float) -> dict[str, float]:
+    """Once-per-run metrics over all epochs (no step)."""
+    samples = sum(e.samples for e in epochs)
+    seconds = sum(e.epoch_s for e in epochs)
+    wait = sum(e.data_wait_s for e in epochs)
+    low, high = throughput_interval(epochs)
+    metrics = {
+        keys.SUMMARY_SAMPLES_PER_S: samples / seconds if seconds > 0 else float("nan"),
+        keys.SUMMARY_STEADY: steady_samples_per_s(epochs),
+        keys.SUMMARY_FIRST_BATCH: epochs[0].first_batch_s if epochs else float("nan"),
+        keys.SUMMARY_DATA_WAIT: wait / seconds if seconds > 0 else float("nan"),
+        keys.SUMMARY_WALL: wall_s,
+        keys.SUMMARY_WARMUP_BATCHES: float(epochs[0].warmup_batches) if epochs else 0.0,
+    }
+    if not math.isnan(low):  # too few steps to say: no interval rather than a NaN
+        metrics |= {keys.SUMMARY_STEADY_LOW: low, keys.SUMMARY_STEADY_HIGH: high}
+    if epochs and not math.isnan(epochs[-1].loss):
+        metrics[keys.SUMMARY_TRAIN_LOSS] = epochs[-1].loss
+    if epochs and not math.isnan(epochs[-1].val_acc):
+        metrics[keys.SUMMARY_VAL_ACC] = epochs[-1].val_acc
+    return metrics

@@ -1,73 +1,26 @@
-"""Where results go: a small Tracker interface, an in-memory tracker for tests, and MLflow.
+"""Where a run's results go: the :class:`Tracker` protocol and its three implementations.
 
-Metric keys come from :mod:`loaderbench.keys`. mlflow is imported
-inside methods only: ``import mlflow`` costs ~3 s, and spawned DataLoader workers re-import the
-main module. The MLflow tracker talks to the store through ``MlflowClient`` with explicit run
-ids, never the fluent ``mlflow.start_run`` global: a sweep's parent and its in-process jobs
-must not share an "active run".
+:class:`NullTracker` (``mlflow.enabled=false``: nothing recorded, mlflow never imported),
+:class:`InMemoryTracker` (tests inject it) and :class:`MlflowTracker` (one MLflow run, opened
+through :mod:`loaderbench.store`). The metric keys come from :mod:`loaderbench.keys`; the
+metrics themselves from :mod:`loaderbench.timing`. mlflow is imported inside methods only:
+``import mlflow`` costs ~3 s, and spawned DataLoader workers re-import the main module.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
-import time
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
-from loaderbench import keys
-from loaderbench.config import ConfigError
-from loaderbench.timing import EpochStats, steady_samples_per_s, throughput_interval
+from loaderbench import keys, store
 
 log = logging.getLogger(__name__)
 
 
-def epoch_metrics(stats: EpochStats) -> dict[str, float]:
-    """Per-epoch metrics (step = epoch). Loss/accuracy only when a model was trained."""
-    metrics = {
-        keys.SAMPLES_PER_S: stats.samples_per_s,
-        keys.STEADY_SAMPLES_PER_S: stats.steady_samples_per_s,
-        keys.EPOCH_S: stats.epoch_s,
-        keys.DATA_WAIT_S: stats.data_wait_s,
-        keys.COMPUTE_S: stats.compute_s,
-        keys.WARMUP_S: stats.warmup_s,
-        keys.EVAL_S: stats.eval_s,
-        keys.DATA_WAIT_FRACTION: stats.data_wait_fraction,
-    }
-    if not math.isnan(stats.loss):
-        metrics |= {keys.LOSS_TRAIN: stats.loss, keys.ACC_TRAIN: stats.acc}
-    if not math.isnan(stats.val_acc):
-        metrics |= {keys.LOSS_VAL: stats.val_loss, keys.ACC_VAL: stats.val_acc}
-    return metrics
-
-
-def summary_metrics(epochs: list[EpochStats], wall_s: float) -> dict[str, float]:
-    """Once-per-run metrics over all epochs (no step)."""
-    samples = sum(e.samples for e in epochs)
-    seconds = sum(e.epoch_s for e in epochs)
-    wait = sum(e.data_wait_s for e in epochs)
-    low, high = throughput_interval(epochs)
-    metrics = {
-        keys.SUMMARY_SAMPLES_PER_S: samples / seconds if seconds > 0 else float("nan"),
-        keys.SUMMARY_STEADY: steady_samples_per_s(epochs),
-        keys.SUMMARY_FIRST_BATCH: epochs[0].first_batch_s if epochs else float("nan"),
-        keys.SUMMARY_DATA_WAIT: wait / seconds if seconds > 0 else float("nan"),
-        keys.SUMMARY_WALL: wall_s,
-        keys.SUMMARY_WARMUP_BATCHES: float(epochs[0].warmup_batches) if epochs else 0.0,
-    }
-    if not math.isnan(low):  # too few steps to say: no interval rather than a NaN
-        metrics |= {keys.SUMMARY_STEADY_LOW: low, keys.SUMMARY_STEADY_HIGH: high}
-    if epochs and not math.isnan(epochs[-1].loss):
-        metrics[keys.SUMMARY_TRAIN_LOSS] = epochs[-1].loss
-    if epochs and not math.isnan(epochs[-1].val_acc):
-        metrics[keys.SUMMARY_VAL_ACC] = epochs[-1].val_acc
-    return metrics
-
-
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"loader": {"num_workers": 2}}`` -> ``{"loader.num_workers": 2}``; lists stay values."""
+    """Params from a config tree: ``{"loader": {"num_workers": 2}}`` ->
+    ``{"loader.num_workers": 2}``, so UI columns match CLI overrides; lists stay values."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
@@ -89,12 +42,40 @@ def _clean_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return clean
 
 
-# --- trackers -------------------------------------------------------------------------------
-class Tracker:
-    """What a run reports to. Methods are no-ops here; subclasses store.
+def _text(value: Any, limit: int) -> str:
+    """Guard: MLflow rejects over-long param/tag values; keep the start and say it was cut."""
+    text = "null" if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 20] + "...[truncated]"
 
-    Emits nothing by itself: the keys come from :func:`epoch_metrics` / :func:`summary_metrics`.
-    """
+
+@runtime_checkable
+class Tracker(Protocol):
+    """What a run reports to. It emits nothing by itself: the caller passes the metrics
+    (:func:`loaderbench.timing.epoch_metrics` / :func:`~loaderbench.timing.summary_metrics`)."""
+
+    run_id: str | None
+
+    def start(
+        self, *, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None: ...
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+
+    def end(self, status: str = "FINISHED") -> None: ...
+
+    def where(self) -> str:
+        """A line telling the user where the run is and how to look at it."""
+        ...
+
+
+class NullTracker:
+    """``mlflow.enabled=false``: records nothing."""
 
     run_id: str | None = None
 
@@ -107,22 +88,23 @@ class Tracker:
     def log_params(self, params: Mapping[str, Any]) -> None:
         pass
 
-    def set_tags(self, tags: Mapping[str, str]) -> None:
+    def log_text(self, text: str, artifact_file: str) -> None:
         pass
 
-    def log_text(self, text: str, artifact_file: str) -> None:
+    def set_tags(self, tags: Mapping[str, str]) -> None:
         pass
 
     def end(self, status: str = "FINISHED") -> None:
         pass
 
     def where(self) -> str:
-        """A line telling the user where the run is and how to look at it."""
         return "tracking is off (mlflow.enabled=false): nothing was recorded"
 
 
-class InMemoryTracker(Tracker):
+class InMemoryTracker:
     """Keeps everything in dicts; the tracker tests inject."""
+
+    run_id: str | None = None
 
     def __init__(self) -> None:
         self.run_name: str | None = None
@@ -146,11 +128,11 @@ class InMemoryTracker(Tracker):
     def log_params(self, params: Mapping[str, Any]) -> None:
         self.params |= dict(params)
 
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        self.tags |= dict(tags)
-
     def log_text(self, text: str, artifact_file: str) -> None:
         self.texts[artifact_file] = text
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.tags |= dict(tags)
 
     def end(self, status: str = "FINISHED") -> None:
         self.status = status
@@ -162,76 +144,11 @@ class InMemoryTracker(Tracker):
         return "in memory"
 
 
-def default_tracking_uri(launch_dir: str | os.PathLike) -> str:
-    return "sqlite:///" + str(Path(launch_dir).resolve() / "outputs" / "mlflow.db")
-
-
-def resolve_tracking_uri(configured: str | None, launch_dir: str | os.PathLike) -> str:
-    """``mlflow.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the SQLite file under
-    ``outputs/`` of the launch directory. Relative SQLite paths are made absolute against the
-    launch directory, so jobs that run elsewhere (submitit) write to the same store."""
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(launch_dir)
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str((Path(launch_dir) / uri[len("sqlite:///") :]).resolve())
-    if "://" not in uri:
-        raise ConfigError(
-            f"mlflow.tracking_uri={uri}: a plain folder store is refused by MLflow 3; "
-            "use sqlite:///path/to/mlflow.db or http://host:port"
-        )
-    return uri
-
-
-def quiet_mlflow_logging() -> None:
-    # First use of a SQLite store runs ~40 alembic migrations, each logged at INFO.
-    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def open_experiment(tracking_uri: str, name: str) -> tuple[Any, str]:
-    """An ``MlflowClient`` on ``tracking_uri`` and the id of experiment ``name`` (created if
-    missing; for a SQLite store its artifacts go beside the database, never to ./mlruns)."""
-    quiet_mlflow_logging()
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return client, experiment.experiment_id
-    artifact_location = None
-    if tracking_uri.startswith("sqlite:///"):
-        artifacts = Path(tracking_uri[len("sqlite:///") :]).parent / "mlartifacts"
-        artifact_location = artifacts.resolve().as_uri()
-    try:
-        return client, client.create_experiment(name, artifact_location=artifact_location)
-    except MlflowException:  # another job of the sweep created it first
-        return client, client.get_experiment_by_name(name).experiment_id
-
-
-def ui_command(tracking_uri: str) -> str:
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri}"
-    return f"mlflow ui --backend-store-uri {tracking_uri}  (then open http://127.0.0.1:5000)"
-
-
-def _chunks(items: list, size: int) -> Iterable[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _text(value: Any, limit: int) -> str:
-    """Guard: MLflow rejects over-long param/tag values; keep the start and say it was cut."""
-    text = "null" if value is None else str(value)
-    return text if len(text) <= limit else text[: limit - 20] + "...[truncated]"
-
-
-class MlflowTracker(Tracker):
+class MlflowTracker:
     """Records one MLflow run. Metrics go in one ``log_batch`` call per ``log_metrics`` call
     (the loop calls it once per epoch, never per step)."""
 
-    PARAM_LIMIT, TAG_LIMIT, BATCH = 6000, 8000, 100
+    PARAM_LIMIT, TAG_LIMIT = 6000, 8000
 
     def __init__(
         self,
@@ -243,12 +160,13 @@ class MlflowTracker(Tracker):
     ):
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.parent_run_id, self.system_metrics = parent_run_id, system_metrics
+        self.run_id: str | None = None
         self.client: Any = None
         self.experiment_id: str | None = None
         self._system_monitor: Any = None
 
     def start(self, *, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
-        self.client, self.experiment_id = open_experiment(self.tracking_uri, self.experiment)
+        self.client, self.experiment_id = store.open_experiment(self.tracking_uri, self.experiment)
         tags = dict(tags)
         if self.parent_run_id:
             tags[keys.PARENT_TAG] = self.parent_run_id
@@ -269,29 +187,19 @@ class MlflowTracker(Tracker):
             self._system_monitor.start()
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(k, v, now, step or 0) for k, v in _clean_metrics(metrics).items()]
-        for chunk in _chunks(batch, 1000):
-            self.client.log_batch(self.run_id, metrics=chunk)
+        batch = [(k, v, step or 0) for k, v in _clean_metrics(metrics).items()]
+        store.log_batch(self.client, self.run_id, metrics=batch)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, _text(v, self.PARAM_LIMIT)) for k, v in params.items()]
-        for chunk in _chunks(items, self.BATCH):
-            self.client.log_batch(self.run_id, params=chunk)
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        items = [RunTag(k, _text(v, self.TAG_LIMIT)) for k, v in tags.items()]
-        for chunk in _chunks(items, self.BATCH):
-            self.client.log_batch(self.run_id, tags=chunk)
+        texts = {k: _text(v, self.PARAM_LIMIT) for k, v in params.items()}
+        store.log_batch(self.client, self.run_id, params=texts)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        texts = {k: _text(v, self.TAG_LIMIT) for k, v in tags.items()}
+        store.log_batch(self.client, self.run_id, tags=texts)
 
     def end(self, status: str = "FINISHED") -> None:
         if self._system_monitor is not None:
@@ -307,5 +215,5 @@ class MlflowTracker(Tracker):
         return (
             f"run {self.run_id} in experiment '{self.experiment}' of {self.tracking_uri}"
             + (f" ({url})" if url else "")
-            + f"\nlook at it: {ui_command(self.tracking_uri)}"
+            + f"\nlook at it: {store.ui_command(self.tracking_uri)}"
         )

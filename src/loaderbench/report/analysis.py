@@ -1,0 +1,206 @@
+"""What a sweep's runs say, as pure functions over :class:`RunRow` lists: which params varied,
+repeat groups and their medians, the verdict, the reproducibility check and the ceilings.
+
+Nothing here reads a store or a file, so every rule can be tested on rows built in memory.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+
+from loaderbench import keys
+
+WORKERS, MODE, REPEAT = keys.WORKERS_PARAM, keys.MODE_PARAM, keys.REPEAT_PARAM
+HISTORIES = (keys.LOSS_TRAIN, keys.ACC_VAL)  # per-epoch values that must not depend on the loader
+
+
+@dataclass
+class RunRow:
+    """One child run: what the store says, plus its error line and per-epoch histories."""
+
+    run_id: str
+    name: str
+    status: str  # FINISHED, FAILED, KILLED, RUNNING
+    params: dict[str, str]
+    metrics: dict[str, float]
+    error: str | None = None
+    histories: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "FINISHED"
+
+    @property
+    def mode(self) -> str:
+        return self.params.get(MODE, keys.MODE_TRAIN)
+
+    def value(self, key: str) -> float:
+        return self.metrics.get(key, math.nan)
+
+
+@dataclass
+class Group:
+    """FINISHED runs identical except for ``bench.repeat`` (n=1 without repeats)."""
+
+    key: tuple[tuple[str, str], ...]
+    runs: list[RunRow]
+
+    def values(self, key: str = keys.SUMMARY_SAMPLES_PER_S) -> list[float]:
+        return [v for r in self.runs if not math.isnan(v := r.value(key))]
+
+    def median(self, key: str = keys.SUMMARY_SAMPLES_PER_S) -> float:
+        return statistics.median(vals) if (vals := self.values(key)) else math.nan
+
+    @property
+    def label(self) -> str:
+        n, name = len(self.runs), self.runs[0].name
+        if n == 1:
+            return name
+        group = re.sub(r" repeat=\S+", "", name)  # the group's name, not its first run's
+        return f"{group} (median of {n})"
+
+    def without(self, *params: str) -> tuple:
+        return tuple(kv for kv in self.key if kv[0] not in params)
+
+
+@dataclass
+class Analysis:
+    """Everything the report says about a sweep, before any of it is rendered."""
+
+    name: str
+    rows: list[RunRow]
+    varied: list[str]  # configured params that differ across the children
+    groups: list[Group]
+    best: Group | None  # the verdict's combination
+    verdict: str
+    warnings: list[str]  # reproducibility mismatches
+    reproducibility: str  # the REPRO_TAG value: identical / mismatch: ... / n/a
+    ceilings: list[str]
+    efficiencies: list[float] = field(default_factory=list)  # one per ceilings line
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.rows)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(r.status in ("FAILED", "KILLED") for r in self.rows)
+
+    @property
+    def best_samples_per_s(self) -> float | None:
+        """The verdict's figure (the median when the best combination has repeats)."""
+        return self.best.median() if self.best else None
+
+
+def analyze(name: str, rows: list[RunRow]) -> Analysis:
+    """The whole analysis of a sweep called ``name`` with these children (in start order)."""
+    varied = varied_params(rows)
+    groups = group_repeats(rows, varied)
+    verdict, best = make_verdict(groups)
+    warnings, repro = check_reproducibility(rows, varied)
+    ceilings, efficiencies = find_ceilings(groups)
+    return Analysis(
+        name, rows, varied, groups, best, verdict, warnings, repro, ceilings, efficiencies
+    )
+
+
+def varied_params(rows: list[RunRow]) -> list[str]:
+    """Configured params whose values differ across the runs (``effective.*`` left out)."""
+    names = sorted({k for r in rows for k in r.params if not k.startswith(keys.NOT_KNOB_PREFIXES)})
+    return [k for k in names if len({r.params.get(k) for r in rows}) > 1]
+
+
+def group_repeats(rows: list[RunRow], varied: list[str]) -> list[Group]:
+    """FINISHED runs grouped by every varied param but ``bench.repeat``, in first-run order."""
+    groups: dict[tuple, Group] = {}
+    for row in (r for r in rows if r.finished):
+        key = tuple((k, row.params.get(k, "")) for k in varied if k != REPEAT)
+        groups.setdefault(key, Group(key, [])).runs.append(row)
+    return [g for g in groups.values() if g.values()]
+
+
+def make_verdict(groups: list[Group]) -> tuple[str, Group | None]:
+    """One sentence on the fastest training combination (by median samples/s over repeats)."""
+    cands = [g for g in groups if g.runs[0].mode == keys.MODE_TRAIN] or groups
+    if not cands:
+        return "No run finished, so there is no fastest combination.", None
+    best = max(cands, key=Group.median)
+    head = f"Fastest: {best.label} at {best.median():.0f} samples/s"
+    if len(cands) == 1:
+        return head + ", the only training combination here: nothing to compare it with.", best
+    w0 = [g for g in cands if g.runs[0].params.get(WORKERS) == "0"]
+    if not w0:
+        return head + " (no num_workers=0 run in this sweep to compare with).", best
+    if best in w0:
+        rest = [g for g in cands if g not in w0]
+        nxt = max(rest, key=Group.median) if rest else None
+        tail = f"; next: {nxt.label} at {nxt.median():.0f} samples/s" if nxt else ""
+        return f"{head}: num_workers=0 was fastest here{tail}.", best
+    same = [g for g in w0 if g.without(WORKERS) == best.without(WORKERS)]
+    idle = (WORKERS, *keys.WORKER_ONLY_PARAMS)  # else ignore what does nothing without workers
+    same = same or [g for g in w0 if g.without(*idle) == best.without(*idle)]
+    ref, which = (max(same or w0, key=Group.median), "matching" if same else "fastest")
+    ratio = best.median() / ref.median() if ref.median() > 0 else math.inf
+    sentence = f"{head}, {ratio:.2f}× the {which} num_workers=0 run"
+    return f"{sentence} ({ref.label}, {ref.median():.0f} samples/s).", best
+
+
+def _compare(a: RunRow, b: RunRow, key: str) -> str | None:
+    x, y = a.histories[key], b.histories[key]
+    if len(x) != len(y):
+        return f"{key}: {a.name} has {len(x)} epochs, {b.name} has {len(y)}"
+    for i, (u, v) in enumerate(zip(x, y, strict=True)):
+        if u != v:  # to the last bit: the same seed must give the same numbers
+            return f"{key} differs between {a.name} and {b.name} at epoch {i}: {u!r} vs {v!r}"
+    return None
+
+
+def check_reproducibility(rows: list[RunRow], varied: list[str]) -> tuple[list[str], str]:
+    """FINISHED train runs differing only in ``loader.*``/``effective.*``/``bench.repeat`` must
+    have identical loss/accuracy histories. Returns (warnings, tag value)."""
+    groups: dict[tuple, list[RunRow]] = {}
+    for row in (r for r in rows if r.finished and r.mode == keys.MODE_TRAIN and r.histories):
+        skip = (REPEAT, *(k for k in varied if k.startswith("loader.")))
+        key = tuple((k, row.params.get(k, "")) for k in varied if k not in skip)
+        groups.setdefault(key, []).append(row)
+    warnings, compared = [], False
+    for ref, *others in (g for g in groups.values() if len(g) > 1):
+        for other in others:
+            for key in (k for k in HISTORIES if k in ref.histories and k in other.histories):
+                compared = True
+                if problem := _compare(ref, other, key):
+                    warnings.append(problem)
+    if warnings:
+        return warnings, ("mismatch: " + "; ".join(warnings))[:4000]
+    return warnings, "identical" if compared else "n/a"
+
+
+def find_ceilings(groups: list[Group]) -> tuple[list[str], list[float]]:
+    """Pipeline efficiency wherever train, loader_only and model_only ran with one setting:
+    a sentence naming the bottleneck, and the efficiency, per setting."""
+    by_setting: dict[tuple, dict[str, Group]] = {}
+    for g in groups:
+        by_setting.setdefault(g.without(MODE), {})[g.runs[0].mode] = g
+    lines, efficiencies = [], []
+    for modes in (m for m in by_setting.values() if set(keys.MODES) <= m.keys()):
+        train, loader, model = (modes[m].median() for m in keys.MODES)
+        if min(loader, model) <= 0:
+            continue
+        if loader < model:
+            why = f"input-bound: the loader alone delivers {loader:.0f} samples/s, "
+            why += f"the model alone could take {model:.0f}"
+        else:
+            why = f"compute-bound: the model alone takes {model:.0f} samples/s, "
+            why += f"the loader alone could deliver {loader:.0f}"
+        efficiencies.append(train / min(loader, model))
+        eff = f"{train:.0f} ÷ {min(loader, model):.0f} = {efficiencies[-1]:.0%}"
+        setting = ", ".join(f"{k}={v}" for k, v in modes[keys.MODE_TRAIN].without(MODE))
+        setting = setting or re.sub(r" mode=\S+", "", modes[keys.MODE_TRAIN].label)
+        lines.append(
+            f"{setting}: pipeline efficiency = train samples/s ÷ "
+            f"min(loader_only, model_only) = {eff}; {why}."
+        )
+    return lines, efficiencies

@@ -1,0 +1,152 @@
+"""The report's rules on sweeps built in memory: no store, no torch, no files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from loaderbench import keys
+from loaderbench.report import render
+from loaderbench.report.analysis import Analysis, analyze
+from loaderbench.report.runs import error_line
+from tests.helpers import ERROR, ROOT, basic_sweep, child, traceback_of
+
+
+def report(children) -> tuple[Analysis, str]:
+    a = analyze("sweep", children)
+    return a, render.markdown(a)
+
+
+def test_importing_the_report_imports_neither_torch_nor_mlflow():
+    code = "import loaderbench.report, sys; print(sorted({'torch', 'mlflow'} & set(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_basic_sweep_verdict_counts_and_table():
+    a, md = report(basic_sweep())
+    ratio = 1234.5678901234 / 667.25
+    assert a.verdict == (
+        f"Fastest: w4-fork-bs64 at 1235 samples/s, {ratio:.2f}× the matching num_workers=0 run "
+        "(w0-bs64, 667 samples/s)."
+    )
+    assert (a.n_runs, a.n_failed, a.best_samples_per_s) == (5, 1, 1234.5678901234)
+    assert a.varied == ["loader.multiprocessing_context", "loader.num_workers"]
+    assert "| 1235 | 1312 | 0.0123 | 25.0% | 512 | 75.0% |" in md  # display formats only
+    assert "effective.num_workers" not in md and "## Failures" in md
+    failed_row = next(line for line in md.splitlines() if line.startswith("| w4-spawn-bs64 |"))
+    assert f"FAILED: {ERROR}" in failed_row
+
+
+def test_verdict_prefers_the_matching_num_workers_0_run():
+    combos = [(0, 32, 400.0), (0, 64, 600.0), (2, 32, 1000.0), (2, 64, 900.0)]
+
+    def verdict(combos: list[tuple]) -> str:
+        children = [
+            child(f"w{w}-bs{bs}", sps, params={"loader.batch_size": str(bs)})
+            for w, bs, sps in combos
+        ]
+        return analyze("sweep", children).verdict
+
+    assert verdict(combos) == (
+        "Fastest: w2-bs32 at 1000 samples/s, 2.50× the matching num_workers=0 run "
+        "(w0-bs32, 400 samples/s)."
+    )
+    # No num_workers=0 run with batch size 128: compare with the fastest one, and say so.
+    assert verdict([*combos, (2, 128, 1500.0)]) == (
+        "Fastest: w2-bs128 at 1500 samples/s, 2.50× the fastest num_workers=0 run "
+        "(w0-bs64, 600 samples/s)."
+    )
+
+
+def test_verdict_when_num_workers_0_wins_or_nothing_finished():
+    verdict = analyze("sweep", [child("w0-bs64", 800.0), child("w2-fork-bs64", 700.0)]).verdict
+    assert "num_workers=0 was fastest here" in verdict and verdict.startswith("Fastest: w0-bs64")
+
+    a, md = report([child("w2-fork-bs64", status="FAILED")])
+    assert a.verdict.startswith("No run finished") and a.best_samples_per_s is None
+    assert "no error.txt" in md  # a failed run without an error line
+
+
+def test_repeats_grouped_with_median_range_and_significance():
+    runs = {"w0-bs64": [100.0, 120.0, 110.0], "w2-fork-bs64": [200.0, 150.0, 400.0]}
+    runs["w4-fork-bs64"] = [180.0, 210.0, 190.0]
+    children = [
+        child(name, sps, params={"bench.repeat": str(i)})
+        for name, values in runs.items()
+        for i, sps in enumerate(values)
+    ]
+    a, md = report(children)
+    stats = {
+        g.runs[0].name: (len(g.runs), g.median(), min(g.values()), max(g.values()))
+        for g in a.groups
+    }
+    assert stats == {
+        "w0-bs64": (3, 110.0, 100.0, 120.0),
+        "w2-fork-bs64": (3, 200.0, 150.0, 400.0),
+        "w4-fork-bs64": (3, 190.0, 180.0, 210.0),
+    }
+    assert a.verdict.startswith("Fastest: w2-fork-bs64 (median of 3) at 200 samples/s, 1.82×")
+    lines = {line.split(" | ")[0]: line for line in md.splitlines() if "| 3 |" in line}
+    assert lines["| w2-fork-bs64"].endswith("| best |")
+    assert "not significant" in lines["| w4-fork-bs64"]  # 180–210 overlaps 150–400
+    assert lines["| w0-bs64"].endswith("| -45% |")  # 100–120 does not
+    assert "| 3 | 200 | 150–400 | 212 | 159–425 |" in lines["| w2-fork-bs64"]
+
+
+def test_reproducibility_warning_only_for_mismatching_histories():
+    other_data = {"params": {"dataset.name": "jpeg"}, "loss": [2.0, 1.5, 1.0]}
+    same = [
+        child("w0-bs64", 500.0),
+        child("w2-fork-bs64", 900.0),
+        child("w0-jpeg", 300.0, **other_data),
+    ]
+    a, md = report(same)
+    assert a.warnings == [] and a.reproducibility == "identical"  # other dataset: not compared
+    assert "⚠" not in md
+
+    drift = [child("w0-bs64", 500.0), child("w2-fork-bs64", 900.0, loss=[1.25, 0.75, 0.5000001])]
+    a, md = report(drift)
+    assert len(a.warnings) == 1
+    assert "w0-bs64" in a.warnings[0] and "w2-fork-bs64" in a.warnings[0]
+    assert keys.LOSS_TRAIN in a.warnings[0] and "epoch 2" in a.warnings[0]
+    assert a.reproducibility.startswith("mismatch: ")
+    assert "## ⚠ Reproducibility warning" in md
+
+    assert analyze("sweep", [child("w0-bs64", 1.0)]).reproducibility == "n/a"
+
+
+def test_ceilings_name_the_bottleneck():
+    figures = {"w0-bs64": (280.0, 300.0, 1000.0), "w4-fork-bs64": (950.0, 3000.0, 1000.0)}
+    children = [
+        child(name, sps, params={"bench.mode": mode})
+        for name, values in figures.items()
+        for mode, sps in zip(keys.MODES, values, strict=True)
+    ]
+    a, md = report(children)
+    assert len(a.ceilings) == 2
+    assert a.efficiencies == pytest.approx([280 / 300, 950 / 1000])
+    w0, w4 = a.ceilings
+    # named by the setting, without the mode that differs within the trio
+    assert w0.startswith("loader.multiprocessing_context=null, loader.num_workers=0: pipeline")
+    assert "mode" not in w0.split(":")[0] and "280 ÷ 300 = 93%" in w0
+    assert "input-bound: the loader alone delivers 300 samples/s" in w0
+    assert "model alone could take 1000" in w0
+    assert (
+        w4.startswith("loader.multiprocessing_context=fork, loader.num_workers=4")
+        and "950 ÷ 1000 = 95%" in w4
+        and "compute-bound" in w4
+    )
+    assert "## Ceilings" in md
+    # The verdict compares training runs only, never loader_only throughput.
+    assert a.verdict.startswith("Fastest: w4-fork-bs64 at 950 samples/s, 3.39× the matching")
+
+
+def test_error_line_is_the_exception_of_a_traceback():
+    assert error_line(traceback_of(ERROR)) == ERROR
+    assert error_line("\nout of memory\nmore\n") == "out of memory"
+    assert error_line("") is None
