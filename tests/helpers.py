@@ -64,9 +64,11 @@ def child(
     loss: list[float] = LOSS,
     acc: list[float] = ACC,
     error: str | None = None,
+    noise: float | None = 0.02,
 ) -> RunRow:
     """A sweep child named like ``w2-fork-bs64`` (num_workers from the name). A run that did not
-    finish has no metrics; ``error`` is the exception line of its error.txt."""
+    finish has no metrics; ``error`` is the exception line of its error.txt. ``noise``: the
+    relative half-width of its own steady-throughput interval (None: too short to have one)."""
     workers = name.split("-")[0][1:]
     params = {
         "dataset.name": "shapes",
@@ -81,6 +83,9 @@ def child(
         steady = None if sps is None else sps * 1.0625
         values = (sps, steady, 0.0123456, 0.25, 512.5, 0.75)
         row.metrics = {k: v for k, v in zip(SUMMARY, values, strict=True) if v is not None}
+        if steady is not None and noise is not None:
+            row.metrics[keys.SUMMARY_STEADY_LOW] = steady * (1 - noise)
+            row.metrics[keys.SUMMARY_STEADY_HIGH] = steady * (1 + noise)
     if status == "FINISHED" and params["bench.mode"] == "train":
         row.histories = {keys.LOSS_TRAIN: list(loss), keys.ACC_VAL: list(acc)}
     return row

@@ -30,9 +30,13 @@ def test_importing_the_report_imports_neither_torch_nor_mlflow():
 def test_basic_sweep_verdict_counts_and_table():
     a, md = report(basic_sweep())
     ratio = 1234.5678901234 / 667.25
-    assert a.verdict == (
-        f"Fastest: w4-fork-bs64 at 1235 samples/s, {ratio:.2f}× the matching num_workers=0 run "
-        "(w0-bs64, 667 samples/s)."
+    assert a.verdict.startswith(
+        "Fastest: w4-fork-bs64 at 1235 samples/s (95% interval 1210–1259), "
+        f"{ratio:.2f}× the matching num_workers=0 run (w0-bs64, 667 samples/s; between "
+    )
+    assert a.winner == "w4-fork-bs64"
+    assert a.recommendation == (
+        "DataLoader(dataset, num_workers=4, multiprocessing_context='fork')"
     )
     assert (a.n_runs, a.n_failed, a.best_samples_per_s) == (5, 1, 1234.5678901234)
     assert a.varied == ["loader.multiprocessing_context", "loader.num_workers"]
@@ -52,14 +56,13 @@ def test_verdict_prefers_the_matching_num_workers_0_run():
         ]
         return analyze("sweep", children).verdict
 
-    assert verdict(combos) == (
-        "Fastest: w2-bs32 at 1000 samples/s, 2.50× the matching num_workers=0 run "
-        "(w0-bs32, 400 samples/s)."
+    assert verdict(combos).startswith(
+        "Fastest: w2-bs32 at 1000 samples/s (95% interval 980–1020), 2.50× the matching "
+        "num_workers=0 run (w0-bs32, 400 samples/s; between 2.40× and 2.60×)"
     )
     # No num_workers=0 run with batch size 128: compare with the fastest one, and say so.
-    assert verdict([*combos, (2, 128, 1500.0)]) == (
-        "Fastest: w2-bs128 at 1500 samples/s, 2.50× the fastest num_workers=0 run "
-        "(w0-bs64, 600 samples/s)."
+    assert "2.50× the fastest num_workers=0 run (w0-bs64, 600 samples/s;" in verdict(
+        [*combos, (2, 128, 1500.0)]
     )
 
 
@@ -90,7 +93,10 @@ def test_repeats_grouped_with_median_range_and_significance():
         "w2-fork-bs64": (3, 200.0, 150.0, 400.0),
         "w4-fork-bs64": (3, 190.0, 180.0, 210.0),
     }
-    assert a.verdict.startswith("Fastest: w2-fork-bs64 (median of 3) at 200 samples/s, 1.82×")
+    # 200 (150–400) against 190 (180–210): the ranges overlap, so no winner; the simpler of
+    # the two (fewer workers) is what to keep.
+    assert a.verdict.startswith("No significant difference between w2-fork-bs64 (median of 3)")
+    assert "keep the simpler w2-fork-bs64" in a.verdict and a.winner == "none"
     lines = {line.split(" | ")[0]: line for line in md.splitlines() if "| 3 |" in line}
     assert lines["| w2-fork-bs64"].endswith("| best |")
     assert "not significant" in lines["| w4-fork-bs64"]  # 180–210 overlaps 150–400
@@ -143,10 +149,46 @@ def test_ceilings_name_the_bottleneck():
     )
     assert "## Ceilings" in md
     # The verdict compares training runs only, never loader_only throughput.
-    assert a.verdict.startswith("Fastest: w4-fork-bs64 at 950 samples/s, 3.39× the matching")
+    assert a.verdict.startswith("Fastest: w4-fork-bs64 at 950 samples/s (95% interval 931–969), ")
+    assert "3.39× the matching num_workers=0 run" in a.verdict
 
 
 def test_error_line_is_the_exception_of_a_traceback():
     assert error_line(traceback_of(ERROR)) == ERROR
     assert error_line("\nout of memory\nmore\n") == "out of memory"
     assert error_line("") is None
+
+
+def test_a_difference_within_the_noise_is_no_difference():
+    a = analyze("sweep", [child("w0-bs64", 412.0, noise=0.04), child("w2-fork-bs64", 405.0)])
+    assert a.verdict.startswith("No significant difference between w0-bs64 (412 samples/s) and")
+    assert "within the noise (±4%); keep the simpler num_workers=0" in a.verdict
+    assert a.winner == "none" and a.recommendation == "DataLoader(dataset)"
+
+
+def test_a_clear_win_names_the_winner_and_what_to_paste():
+    a, md = report([child("w0-bs64", 300.0), child("w2-fork-bs64", 600.0)])
+    assert a.winner == "w2-fork-bs64"
+    assert "DataLoader(dataset, num_workers=2, multiprocessing_context='fork')" in md
+    assert "waits for data 25% of the time" in a.why
+
+
+def test_runs_too_short_for_a_noise_estimate_name_no_winner():
+    a = analyze("sweep", [child("w0-bs64", 300.0, noise=None), child("w2-fork-bs64", 600.0)])
+    assert a.winner == "none" and "too short to estimate their noise" in a.verdict
+
+
+def test_a_setting_torch_ignored_is_not_recommended():
+    pinned = {"loader.pin_memory": "True", "effective.pin_memory": "False"}
+    a = analyze("sweep", [child("w2-pin", 600.0, params=pinned), child("w0-bs64", 100.0)])
+    assert a.winner == "w2-pin" and "pin_memory" not in a.recommendation
+
+
+def test_batch_size_sweeps_compare_histories_only_within_a_batch_size():
+    runs = [
+        child("bs32", 500.0, params={"loader.batch_size": "32"}, loss=[2.0, 1.0, 0.5]),
+        child("bs64", 600.0, params={"loader.batch_size": "64"}),
+    ]
+    assert analyze("sweep", runs).warnings == []
+    drift = [*runs, child("w2-bs32", 700.0, params={"loader.batch_size": "32"})]
+    assert len(analyze("sweep", drift).warnings) == 1  # same batch size, other history

@@ -59,7 +59,21 @@ WORKER_ONLY_PARAMS = (
     "loader.prefetch_factor",
 )
 # Params that are not knobs a user set: derived from the run, or where its results went.
-NOT_KNOB_PREFIXES = (EFFECTIVE_PREFIX, "data.", "mlflow.", "hydra.")
+NOT_KNOB_PREFIXES = (EFFECTIVE_PREFIX, "data.", "mlflow.", "hydra.", "given.")
+# Settings that must not change what is trained: runs differing only in these must give
+# bit-identical histories (the report checks it). Everything else defines training.
+TRAINING_INVARIANT_PARAMS = (
+    WORKERS_PARAM,
+    *WORKER_ONLY_PARAMS,
+    "loader.pin_memory",
+    "loader.timeout",
+    "loader.sharing_strategy",
+    "dataset.decoder",
+    "dataset.read_latency_ms",
+    "dataset.cold_cache",
+    "device.type",
+    REPEAT_PARAM,
+)
 
 # --- per-epoch metrics (step = epoch) -------------------------------------------------------
 SAMPLES_PER_S = "throughput/samples_per_s"

@@ -60,11 +60,34 @@ def _sqlite_file(tracking_uri: str) -> Path | None:
     return Path(tracking_uri[len(SQLITE) :]) if tracking_uri.startswith(SQLITE) else None
 
 
-def ui_command(tracking_uri: str) -> str:
-    """The line a user types to look at the store."""
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def ui_base(tracking_uri: str) -> str:
+    """The UI's address: the server itself, or a local ``mlflow ui`` on a file store."""
     if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri}"
-    return f"mlflow ui --backend-store-uri {tracking_uri}  (then open http://127.0.0.1:5000)"
+        return tracking_uri.rstrip("/")
+    return LOCAL_UI
+
+
+def ui_command(tracking_uri: str, page: str = "") -> str:
+    """The line a user types to look at the store (``page``: a UI route to open, e.g.
+    :func:`runs_page`)."""
+    url = ui_base(tracking_uri) + page
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {url}"
+    return f"mlflow ui --backend-store-uri {tracking_uri}  (then open {url})"
+
+
+def runs_page(experiment_id: str) -> str:
+    """The experiment's training-runs table (a sweep is one expandable row there)."""
+    return f"/#/experiments/{experiment_id}/runs"
+
+
+def compare_page(experiment_id: str, run_ids: list[str]) -> str:
+    """MLflow's compare view of ``run_ids`` (parallel coordinates, metric plots)."""
+    runs = ",".join(f'"{r}"' for r in run_ids)
+    return f'/#/compare-runs?runs=[{runs}]&experiments=["{experiment_id}"]'
 
 
 def quiet_mlflow_logging() -> None:

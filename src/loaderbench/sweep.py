@@ -1,57 +1,103 @@
 """The Hydra callback that turns a multirun into one answer.
 
 ``on_multirun_start`` runs in the launching process before any job starts (whatever the
-launcher): it opens the sweep's parent run and exports its id in the environment, where every
-job, in this process or a submitit/Slurm one, reads it and tags its own run as a child. At the
-end, ``on_multirun_end`` (again in the launching process) builds the report from the tracking
-store alone, so it comes out the same for every launcher and store.
+launcher): it opens the sweep's parent run (with the sweep's constant settings as its params)
+and exports its id and the swept keys in the environment, where every job, in this process or
+a submitit/Slurm one, reads them: it tags its own run as a child and names it by the swept
+values. At the end, ``on_multirun_end`` (again in the launching process) builds the report from
+the tracking store alone, so it comes out the same for every launcher and store. A stop signal
+(see :mod:`loaderbench.cli`) ends the sweep through :func:`interrupt_active_sweep` instead.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
-import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from loaderbench import keys, store
+from loaderbench import keys, store, tracking
 
 log = logging.getLogger(__name__)
 JOB_ERROR_FILE = keys.ERROR_ARTIFACT  # also written into a failed job's output directory
+_ACTIVE: SweepCallback | None = None  # the sweep this process is running, for a stop signal
+
+
+@dataclass
+class Interruption:
+    subject: str  # "sweep <parent id>"
+    finished: int
+    total: int | str
+
+
+def interrupt_active_sweep(signal_name: str) -> Interruption | None:
+    """Close the running sweep after a stop signal: the report of what finished, the parent
+    KILLED with the signal's name. None when no sweep is open in this process."""
+    return _ACTIVE.interrupt(signal_name) if _ACTIVE is not None else None
+
+
+def sweep_grid(config: DictConfig) -> tuple[list[str], int | None]:
+    """The swept keys (in command-line order, then the preset's) and the number of jobs, from
+    Hydra's own override grammar; the count is None where it is not a finite grid."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(sweep_definition(config).split(" "))
+    swept, total = [], 1
+    for o in (o for o in overrides if o.is_sweep_override()):
+        swept.append(o.key_or_group)
+        try:
+            total *= len(list(o.sweep_string_iterator()))
+        except Exception:  # an interval or a sampler's distribution: not a grid
+            total = None if total is None else 0
+    return swept, (total or None)
 
 
 def sweep_definition(config: DictConfig) -> str:
     """The sweep as a user would type it: command-line overrides plus a preset's grid."""
     parts = list(config.hydra.overrides.task)
     params = config.hydra.sweeper.get("params") or {}
-    parts += [
-        f"{k}={v}" for k, v in params.items() if not any(p.startswith(f"{k}=") for p in parts)
-    ]
-    return " ".join(parts)
+    given = {p.lstrip("+~").split("=", 1)[0] for p in parts}
+    parts += [f"{k}={v}" for k, v in params.items() if k not in given]
+    return " ".join(p for p in parts if p)
+
+
+def constants(config: DictConfig, swept: list[str]) -> dict[str, object]:
+    """The sweep's settings that every job shares, as flat params (the swept keys left out)."""
+    tree = OmegaConf.to_container(config, resolve=False)
+    tree.pop("hydra", None)
+    with contextlib.suppress(Exception):  # an interpolation only a job resolves: as written
+        tree = OmegaConf.to_container(OmegaConf.create(tree), resolve=True)
+    flat = tracking.flatten(tree)
+    return {
+        k: v for k, v in flat.items() if not any(k == s or k.startswith(s + ".") for s in swept)
+    }
 
 
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.client: Any = None
         self.parent_run_id: str | None = None
-        self.interrupted = False
-        self._previous_sigint: Any = None
+        self.experiment_id: str | None = None
+        self.total: int | None = None
 
     # -- start ---------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.sweep_dir = Path(config.hydra.sweep.dir)
         if not config.mlflow.enabled:
             return
+        global _ACTIVE
         uri = store.resolve_tracking_uri(config.mlflow.tracking_uri, config.hydra.runtime.cwd)
         self.client, experiment_id = store.open_experiment(uri, config.mlflow.experiment)
-        self.tracking_uri = uri
+        self.tracking_uri, self.experiment_id = uri, experiment_id
         definition = sweep_definition(config)
+        swept, self.total = sweep_grid(config)
         run = self.client.create_run(
             experiment_id,
             run_name=f"sweep {self._sweep_label()}",
@@ -63,6 +109,8 @@ class SweepCallback(Callback):
             },
         )
         self.parent_run_id = run.info.run_id
+        params = {k: "null" if v is None else str(v) for k, v in constants(config, swept).items()}
+        store.log_batch(self.client, self.parent_run_id, params=params)
         cfg = OmegaConf.to_container(config, resolve=False)
         cfg.pop("hydra", None)
         self.client.log_text(self.parent_run_id, definition + "\n", keys.SWEEP_ARTIFACT)
@@ -70,8 +118,8 @@ class SweepCallback(Callback):
         # Jobs read the parent's id from the environment: it reaches in-process jobs, submitit's
         # local subprocesses and Slurm jobs (sbatch exports the submitting environment).
         os.environ[keys.PARENT_ENV] = self.parent_run_id
-        self._previous_sigint = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, self._on_sigint)
+        os.environ[keys.SWEPT_ENV] = ",".join(swept)
+        _ACTIVE = self
         atexit.register(self._close_parent_if_open)
         log.info("sweep %s: parent run %s in %s", self.sweep_dir, self.parent_run_id, uri)
 
@@ -79,42 +127,61 @@ class SweepCallback(Callback):
         parts = self.sweep_dir.parts
         return "/".join(parts[-2:]) if len(parts) >= 2 else str(self.sweep_dir)
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        self.interrupted = True
-        if callable(self._previous_sigint):
-            self._previous_sigint(signum, frame)
-        else:
-            raise KeyboardInterrupt
-
     def _close_parent_if_open(self) -> None:
-        """At exit without on_multirun_end (Ctrl-C, a crash): never leave the parent RUNNING."""
-        if self.parent_run_id is None:
-            return
-        status = "KILLED" if self.interrupted else "FAILED"
+        """At exit without on_multirun_end (a crash): never leave the parent RUNNING."""
+        if self.parent_run_id is not None:
+            self._finish("FAILED")
+
+    def _finish(self, status: str, tags: dict[str, str] | None = None) -> None:
+        global _ACTIVE
+        parent, self.parent_run_id, _ACTIVE = self.parent_run_id, None, None
+        for var in (keys.PARENT_ENV, keys.SWEPT_ENV):
+            os.environ.pop(var, None)
+        if tags:
+            store.log_batch(self.client, parent, tags=tags)
+        self.client.set_terminated(parent, status)
+
+    def interrupt(self, signal_name: str) -> Interruption:
+        """The report of the jobs that finished, then the parent KILLED (see cli.main)."""
+        parent = self.parent_run_id
+        finished = 0
         try:
-            self.client.set_terminated(self.parent_run_id, status)
-        finally:
-            self.parent_run_id = None
+            result = self._publish(parent)
+            finished = sum(r.finished for r in result.rows)
+        except Exception as exc:  # the report is a courtesy here: the KILLED mark must land
+            log.warning("no report for the interrupted sweep: %s", exc)
+        self._finish("KILLED", {keys.KILLED_BY_TAG: signal_name})
+        return Interruption(f"sweep {parent}", finished, self.total or "?")
+
+    def _publish(self, parent: str) -> Any:
+        from loaderbench.report import publish_report, write_report
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        result = write_report(parent, self.client, self.sweep_dir)
+        publish_report(parent, self.client, result, self.links(result))
+        return result
+
+    def links(self, result: Any) -> list[str]:
+        """Where to look: the runs table, and the children side by side."""
+        ids = [r.run_id for r in result.rows]
+        base = store.ui_base(self.tracking_uri)
+        return [
+            f"- runs: {base}{store.runs_page(self.experiment_id)}",
+            f"- compare: {base}{store.compare_page(self.experiment_id, ids)}",
+        ]
 
     # -- end -----------------------------------------------------------------------------
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        os.environ.pop(keys.PARENT_ENV, None)
-        if self._previous_sigint is not None:
-            signal.signal(signal.SIGINT, self._previous_sigint)
         failed = sorted(str(p.parent.name) for p in self.sweep_dir.glob(f"*/{JOB_ERROR_FILE}"))
         if self.parent_run_id is not None:
-            from loaderbench.report import publish_report, write_report
-
-            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
             parent = self.parent_run_id
-            result = write_report(parent, self.client, self.sweep_dir)
-            publish_report(parent, self.client, result)
-            self.client.set_terminated(parent, "FINISHED")
-            self.parent_run_id = None
+            result = self._publish(parent)
+            self._finish("FINISHED")
             log.info("\n%s", result.markdown)
             log.info("report: %s (and on parent run %s)", self.sweep_dir / keys.REPORT_MD, parent)
             log.info("look at it: %s", store.ui_command(self.tracking_uri))
+            for line in self.links(result):
+                log.info("  %s", line[2:])
             failed = [r.name for r in result.rows if r.status in ("FAILED", "KILLED")]
         if failed:
             log.error(

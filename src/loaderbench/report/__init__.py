@@ -66,8 +66,11 @@ def write_report(parent_run_id: str, client: Any, out_dir: str | Path) -> Report
     return a
 
 
-def publish_report(parent_run_id: str, client: Any, result: ReportResult) -> None:
-    """Attach the report files to the parent run, with the sweep/* metrics and the tags."""
+def publish_report(
+    parent_run_id: str, client: Any, result: ReportResult, links: list[str] = ()
+) -> None:
+    """Attach the report files to the parent run, with the sweep/* metrics, the tags and the
+    description the MLflow UI shows (``links``: lines to end it with)."""
     for path in (result.markdown_path, result.csv_path, *result.plot_paths):
         if path is not None and path.exists():
             client.log_artifact(parent_run_id, str(path))
@@ -77,7 +80,12 @@ def publish_report(parent_run_id: str, client: Any, result: ReportResult) -> Non
     metrics = [(k, float(v), 0) for k, v in values.items()]
     # one value per setting that ran all three modes, in the report's order (step = its index)
     metrics += [(keys.SWEEP_EFFICIENCY, e, i) for i, e in enumerate(result.efficiencies)]
-    tags = {keys.VERDICT_TAG: result.verdict, keys.REPRO_TAG: result.reproducibility}
+    tags = {
+        keys.VERDICT_TAG: result.verdict,
+        keys.WINNER_TAG: result.winner,
+        keys.REPRO_TAG: result.reproducibility,
+        keys.NOTE_TAG: render.note(result, links),
+    }
     if result.ceilings:
         tags[keys.CEILINGS_TAG] = "; ".join(result.ceilings)[:4000]
     store.log_batch(client, parent_run_id, metrics=metrics, tags=tags)

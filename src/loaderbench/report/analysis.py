@@ -12,6 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from loaderbench import keys
+from loaderbench.report import verdict
 
 WORKERS, MODE, REPEAT = keys.WORKERS_PARAM, keys.MODE_PARAM, keys.REPEAT_PARAM
 HISTORIES = (keys.LOSS_TRAIN, keys.ACC_VAL)  # per-epoch values that must not depend on the loader
@@ -59,7 +60,7 @@ class Group:
         n, name = len(self.runs), self.runs[0].name
         if n == 1:
             return name
-        group = re.sub(r" repeat=\S+", "", name)  # the group's name, not its first run's
+        group = "-".join(p for p in name.split("-") if not re.fullmatch(r"r\d+", p)) or name
         return f"{group} (median of {n})"
 
     def without(self, *params: str) -> tuple:
@@ -74,8 +75,11 @@ class Analysis:
     rows: list[RunRow]
     varied: list[str]  # configured params that differ across the children
     groups: list[Group]
-    best: Group | None  # the verdict's combination
+    best: Group | None  # the fastest combination
     verdict: str
+    winner: str  # WINNER_TAG: the winning run's name, or "none" when within the noise
+    recommendation: str  # a DataLoader(...) call to paste ("" when nothing finished)
+    why: str  # one sentence: input- or compute-bound, and the workers' memory
     warnings: list[str]  # reproducibility mismatches
     reproducibility: str  # the REPRO_TAG value: identical / mismatch: ... / n/a
     ceilings: list[str]
@@ -99,11 +103,24 @@ def analyze(name: str, rows: list[RunRow]) -> Analysis:
     """The whole analysis of a sweep called ``name`` with these children (in start order)."""
     varied = varied_params(rows)
     groups = group_repeats(rows, varied)
-    verdict, best = make_verdict(groups)
+    v = make_verdict(groups)
     warnings, repro = check_reproducibility(rows, varied)
     ceilings, efficiencies = find_ceilings(groups)
+    recommendation = verdict.snippet(v.pick.runs[0]) if v.pick else ""
     return Analysis(
-        name, rows, varied, groups, best, verdict, warnings, repro, ceilings, efficiencies
+        name,
+        rows,
+        varied,
+        groups,
+        v.best,
+        v.sentence,
+        v.winner,
+        recommendation,
+        v.why,
+        warnings,
+        repro,
+        ceilings,
+        efficiencies,
     )
 
 
@@ -122,30 +139,15 @@ def group_repeats(rows: list[RunRow], varied: list[str]) -> list[Group]:
     return [g for g in groups.values() if g.values()]
 
 
-def make_verdict(groups: list[Group]) -> tuple[str, Group | None]:
-    """One sentence on the fastest training combination (by median samples/s over repeats)."""
+def make_verdict(groups: list[Group]) -> verdict.Verdict:
+    """The verdict over the training combinations (all groups when none trained)."""
     cands = [g for g in groups if g.runs[0].mode == keys.MODE_TRAIN] or groups
     if not cands:
-        return "No run finished, so there is no fastest combination.", None
-    best = max(cands, key=Group.median)
-    head = f"Fastest: {best.label} at {best.median():.0f} samples/s"
-    if len(cands) == 1:
-        return head + ", the only training combination here: nothing to compare it with.", best
-    w0 = [g for g in cands if g.runs[0].params.get(WORKERS) == "0"]
-    if not w0:
-        return head + " (no num_workers=0 run in this sweep to compare with).", best
-    if best in w0:
-        rest = [g for g in cands if g not in w0]
-        nxt = max(rest, key=Group.median) if rest else None
-        tail = f"; next: {nxt.label} at {nxt.median():.0f} samples/s" if nxt else ""
-        return f"{head}: num_workers=0 was fastest here{tail}.", best
-    same = [g for g in w0 if g.without(WORKERS) == best.without(WORKERS)]
-    idle = (WORKERS, *keys.WORKER_ONLY_PARAMS)  # else ignore what does nothing without workers
-    same = same or [g for g in w0 if g.without(*idle) == best.without(*idle)]
-    ref, which = (max(same or w0, key=Group.median), "matching" if same else "fastest")
-    ratio = best.median() / ref.median() if ref.median() > 0 else math.inf
-    sentence = f"{head}, {ratio:.2f}× the {which} num_workers=0 run"
-    return f"{sentence} ({ref.label}, {ref.median():.0f} samples/s).", best
+        return verdict.Verdict("No run finished, so there is no answer.", None, "none", None)
+    v = verdict.decide(cands)
+    if v.pick is not None:
+        v.why = verdict.explain(v.pick, cands)
+    return v
 
 
 def _compare(a: RunRow, b: RunRow, key: str) -> str | None:
@@ -159,11 +161,14 @@ def _compare(a: RunRow, b: RunRow, key: str) -> str | None:
 
 
 def check_reproducibility(rows: list[RunRow], varied: list[str]) -> tuple[list[str], str]:
-    """FINISHED train runs differing only in ``loader.*``/``effective.*``/``bench.repeat`` must
-    have identical loss/accuracy histories. Returns (warnings, tag value)."""
+    """FINISHED train runs differing only in settings that must not change training (worker
+    count and context, pinning, prefetch, the decoder, storage latency, cache state, repeats)
+    must have identical loss/accuracy histories. Batch size, dataset, model, seed and the like
+    define training: runs are compared only within their own values of those.
+    Returns (warnings, tag value)."""
     groups: dict[tuple, list[RunRow]] = {}
     for row in (r for r in rows if r.finished and r.mode == keys.MODE_TRAIN and r.histories):
-        skip = (REPEAT, *(k for k in varied if k.startswith("loader.")))
+        skip = keys.TRAINING_INVARIANT_PARAMS  # the rest define training: compare within them
         key = tuple((k, row.params.get(k, "")) for k in varied if k not in skip)
         groups.setdefault(key, []).append(row)
     warnings, compared = [], False

@@ -65,9 +65,42 @@ def _repeats_section(a: Analysis) -> list[str]:
     return ["## Repeats", "", intro, "", *_table([*header, "vs best"], body), ""]
 
 
+def _recommendation(a: Analysis) -> list[str]:
+    if not a.recommendation:
+        return []
+    return ["## Use this", "", "```python", a.recommendation, "```", "", a.why, ""]
+
+
+def _interval(row: RunRow) -> str:
+    low, high = row.value(keys.SUMMARY_STEADY_LOW), row.value(keys.SUMMARY_STEADY_HIGH)
+    return "–" if math.isnan(low) else f"{low:.0f}–{high:.0f}"
+
+
+def note(a: Analysis, links: list[str] = ()) -> str:
+    """The parent run's description (``mlflow.note.content``, markdown the MLflow UI renders):
+    the verdict, what to paste, and a compact table, so the UI shows the answer."""
+    out = [f"**Verdict.** {a.verdict}", "", *_recommendation(a)]
+    body = [
+        [
+            r.name,
+            *(r.params.get(k, "") for k in a.varied),
+            _show(r, keys.SUMMARY_SAMPLES_PER_S),
+            _interval(r),
+            _show(r, keys.SUMMARY_DATA_WAIT),
+            r.status,
+        ]
+        for r in a.rows
+    ]
+    header = ["run", *a.varied, "samples/s", "steady 95% interval", "data wait", "status"]
+    out += _table(header, body) + [""]
+    out += [f"Reproducibility: {a.reproducibility}.", "", *links]
+    return "\n".join(out)
+
+
 def markdown(a: Analysis) -> str:
     cols = _metric_keys(a.rows)
     out = [f"# Sweep report: {a.name}", "", f"**Verdict.** {a.verdict}", ""]
+    out += _recommendation(a)
     if a.warnings:
         out += ["## ⚠ Reproducibility warning", ""]
         out += ["Runs that differ only in loader settings should train identically, but:", ""]
