@@ -21,16 +21,12 @@ from PIL import Image
 from loaderbench import transforms
 from loaderbench.config import ConfigError, LoaderConfig
 from loaderbench.data import TransformedDataset, build_loader, plan_loader
-from loaderbench.data.imagefolder import (
-    UnreadableImageError,
-    decode_pil,
-    decode_torchvision,
-    make_imagefolder,
-    write_imagefolder,
-)
+from loaderbench.data.imagefiles import decode_pil, decode_torchvision
+from loaderbench.data.imagefolder import UnreadableImageError, make_imagefolder
 from loaderbench.data.loader import close_loader
 from loaderbench.data.shapes import SHAPES, ShapesDataset
 from loaderbench.data.tensor import make_fake, make_tensor, tensor_bytes
+from loaderbench.data.writer import write_imagefolder
 from tests.conftest import compose_config
 
 # Known noise: torchvision 0.29 deprecates its decoders (a warning per call); PIL warns on
