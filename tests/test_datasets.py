@@ -439,3 +439,47 @@ def test_each_option_composes_and_instantiates(tmp_path, overrides):
     assert len(pair.train) > 0 and len(pair.val) > 0 and pair.fingerprint
     if cfg.dataset.num_classes is not None:
         assert pair.num_classes == cfg.dataset.num_classes
+
+
+BAD_VALUES = [
+    (["dataset.size=-5"], "dataset.size=-5"),
+    (["dataset.val_size=0"], "dataset.val_size=0"),
+    (["dataset.image_size=4"], "dataset.image_size=4"),
+    (["dataset.num_classes=11"], "dataset.num_classes=11"),
+    (["dataset.num_classes=1"], "dataset.num_classes=1"),
+    (["dataset.size=many"], "dataset.size=many"),
+    (["dataset=tensor", "dataset.size=-5"], "dataset.size=-5"),
+    (["dataset=tensor", "dataset.image_size=0"], "dataset.image_size=0"),
+    (["dataset=tensor", "dataset.num_classes=1"], "dataset.num_classes=1"),
+    (["dataset=fake", "dataset.val_size=-1"], "dataset.val_size=-1"),
+    (["dataset=fake", "dataset.num_classes=0"], "dataset.num_classes=0"),
+    (["dataset=imagefolder", "dataset.root=ROOT", "dataset.image_size=0"], "dataset.image_size=0"),
+    (
+        ["dataset=imagefolder", "dataset.root=ROOT", "dataset.num_classes=0"],
+        "dataset.num_classes=0",
+    ),
+    (
+        ["dataset=imagefolder", "dataset.root=ROOT", "dataset.val_fraction=x"],
+        "dataset.val_fraction=x",
+    ),
+    (["dataset=imagefolder", "dataset.root=ROOT", "dataset.verify=full"], "dataset.verify=full"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key"), BAD_VALUES, ids=[" ".join(o) for o, _ in BAD_VALUES])
+def test_a_bad_dataset_value_is_a_config_error_naming_the_key_and_fix(tmp_path, overrides, key):
+    from loaderbench.experiment import _instantiate_dataset
+
+    root = _folder(tmp_path)
+    cfg = compose_config([o.replace("ROOT", str(root)) for o in overrides])
+    with pytest.raises(ConfigError) as err:  # unwrapped from Hydra's InstantiationException
+        _instantiate_dataset(cfg)
+    message = str(err.value)
+    assert message.startswith(f"{key}: ") and f"e.g. {key.split('=')[0]}=" in message
+
+
+def test_the_shapes_dataset_names_the_split_size_key():
+    with pytest.raises(
+        ConfigError, match=r"^dataset.val_size=0: must be a whole number at least 1"
+    ):
+        ShapesDataset(size=0, image_size=16, num_classes=3, seed=0, split="val")

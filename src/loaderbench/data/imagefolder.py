@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 
 from loaderbench.config import ConfigError
 from loaderbench.data.base import DatasetPair
+from loaderbench.data.checks import check_choice, check_count, fail
 from loaderbench.data.imagefiles import (
     ClassScan,
     check_files,
@@ -57,6 +58,10 @@ DECODERS = ("pil", "torchvision")
 ON_ERROR = ("raise", "skip")
 VERIFY = ("decode", "header", "none")
 _MISSING = (None, "", "???")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class UnreadableImageError(ConfigError):
@@ -86,8 +91,7 @@ class ImageFolderDataset(Dataset):
         cold_cache: bool = False,
         verified: bool = False,
     ):
-        if decoder not in DECODERS:
-            raise ConfigError(f"dataset.decoder={decoder}: choose one of {', '.join(DECODERS)}")
+        check_choice("decoder", decoder, DECODERS)
         self.root = root
         self.files = np.array([os.fsencode(f) for f in files], dtype=bytes)
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -184,34 +188,35 @@ class ImageFolderOptions:
             raise ConfigError(
                 f"dataset.root={root}: {path} {what}; pass the folder of class folders"
             )
-        for key, value, choices in (
-            ("decoder", self.decoder, DECODERS),
-            ("on_error", self.on_error, ON_ERROR),
-            ("verify", self.verify, VERIFY),
-        ):
-            if value not in choices:
-                raise ConfigError(f"dataset.{key}={value}: choose one of {', '.join(choices)}")
+        check_choice("decoder", self.decoder, DECODERS)
+        check_choice("on_error", self.on_error, ON_ERROR)
+        check_choice("verify", self.verify, VERIFY)
         if self.verify == "none" and self.on_error == "skip":
             raise ConfigError(
                 "dataset.on_error=skip needs the files checked when the dataset is built; pass "
                 "dataset.verify=decode (or header), or dataset.on_error=raise"
             )
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(
-                f"dataset.val_fraction={self.val_fraction}: must be between 0 and 1, e.g. 0.2"
+        if not (_is_number(self.val_fraction) and 0.0 < self.val_fraction < 1.0):
+            why = "must be a number between 0 and 1"
+            raise fail("val_fraction", self.val_fraction, why, "e.g. dataset.val_fraction=0.2")
+        check_count("image_size", self.image_size, least=1, example=64)
+        if not (_is_number(self.read_latency_ms) and self.read_latency_ms >= 0):
+            why = "must be 0 or more milliseconds"
+            raise fail(
+                "read_latency_ms", self.read_latency_ms, why, "e.g. dataset.read_latency_ms=0"
             )
-        if self.image_size < 1:
-            raise ConfigError(f"dataset.image_size={self.image_size}: must be at least 1, e.g. 64")
-        if self.read_latency_ms < 0:
-            raise ConfigError(f"dataset.read_latency_ms={self.read_latency_ms}: must be 0 or more")
         if self.cold_cache and not hasattr(os, "posix_fadvise"):
             raise ConfigError(
                 "dataset.cold_cache=true needs os.posix_fadvise, which this platform lacks (it is "
                 "Linux's); pass dataset.cold_cache=false"
             )
-        if self.num_classes is not None and self.num_classes < 1:
-            raise ConfigError(
-                f"dataset.num_classes={self.num_classes}: pass null to count the folders"
+        if self.num_classes is not None:
+            check_count(
+                "num_classes",
+                self.num_classes,
+                least=1,
+                example=10,
+                note=" (null counts the class folders)",
             )
         return path
 
