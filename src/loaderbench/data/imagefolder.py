@@ -8,14 +8,21 @@ torchvision raise on a file PIL accepted, that file falls back to PIL with a war
 
 Bad files are found when the dataset is built, before a run is recorded, so the dataset's
 length is fixed before any DataLoader exists and every loader setting sees the same samples.
-``verify=decode`` (default) decodes every file once with PIL. A file that fails is a ConfigError
-naming it, or with ``on_error=skip`` it is left out and counted (``stats["skipped_files"]``).
-Measured on 2,000 64×64 JPEGs (2.6 kB) on 2 busy cores: 0.25 s warm, 0.6 s from a cold page
-cache, about 2.2× ``verify=header`` (0.11 s / 0.4 s), a third of decoding them for training; a
-sweep pays it once per job. ``verify=none`` skips the check (for huge folders); a bad file then
-fails at read time. The check reads every file, so epoch 0 starts from a warm page cache
-whatever the loader settings (unless ``cold_cache=true``). torchvision 0.29 deprecates its
-decoders in favour of TorchCodec (a DeprecationWarning per call, hidden outside tests).
+``verify=decode`` (default) decodes every file once with PIL (costs: see ``imagefiles``). A file
+that fails is a ConfigError naming it, or with ``on_error=skip`` it is left out and counted
+(``stats["skipped_files"]``). ``verify=none`` skips the check (for huge folders); a bad file
+then fails at read time. The check reads every file, so epoch 0 starts from a warm page cache
+whatever the loader settings (unless ``cold_cache=true``). Decoder warnings (libpng's "iCCP:
+known incorrect sRGB profile", PIL's) are silenced and counted (``stats["decoder_warnings"]``,
+one log line), never shown per file: see ``decoder_warnings``.
+
+Classes with nothing to learn are dropped (``on_error=skip``): a class folder with no readable
+training image (empty, or every file unreadable) would otherwise stay a class the model can
+never see, and chance would read 1/9 where 8 classes remain. It is left out with a warning
+naming it (its val images too), the remaining classes are relabelled 0..k-1 in sorted order,
+and ``num_classes`` is k (``stats["dropped_classes"]``). An explicit ``dataset.num_classes`` is
+checked against the class folders, before any is dropped. ``on_error=raise`` refuses such a
+folder instead.
 
 Slow or cold storage: ``read_latency_ms`` sleeps before each file read, in the process that
 reads (a DataLoader worker), like a network filesystem's round trip. ``cold_cache=true`` makes
@@ -25,11 +32,12 @@ reads (a DataLoader worker), like a network filesystem's round trip. ``cold_cach
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,17 +47,16 @@ from torch.utils.data import Dataset
 from loaderbench.config import ConfigError
 from loaderbench.data.base import DatasetPair
 from loaderbench.data.checks import check_choice, check_count, fail
+from loaderbench.data.decoder_warnings import DecoderWarnings
 from loaderbench.data.imagefiles import (
-    ClassScan,
     check_files,
     decode_pil,
     decode_torchvision,
     drop_from_page_cache,
-    folder_fingerprint,
+    keep_readable,
     listing,
     read_bytes,
-    scan_classes,
-    split_by_fraction,
+    scan_layout,
 )
 
 log = logging.getLogger(__name__)
@@ -102,6 +109,7 @@ class ImageFolderDataset(Dataset):
         self.verified = verified  # every file decoded once when the dataset was built
         self.dropped_files = 0  # by the last before_epoch
         self._fallback_warned = False
+        self.warnings = DecoderWarnings()  # silenced while reading, in this process
 
     def __len__(self) -> int:
         return len(self.files)
@@ -114,7 +122,8 @@ class ImageFolderDataset(Dataset):
         if self.read_latency_s:
             time.sleep(self.read_latency_s)  # the storage's round trip, paid by the reader
         try:
-            image = self._decode(read_bytes(path), path)
+            with self.warnings.quiet(native=self.decoder == "torchvision"):  # libpng: fd 2
+                image = self._decode(read_bytes(path), path)
         except Exception as exc:
             fix = (
                 "it was readable when the dataset was built: was it changed since? Restore it"
@@ -125,6 +134,12 @@ class ImageFolderDataset(Dataset):
             raise UnreadableImageError(
                 f"{path}: cannot read the image ({type(exc).__name__}: {exc}); {fix}"
             ) from exc
+        if self.warnings.count and not self.warnings.reported:
+            self.warnings.reported = True  # one line per process, never one per file
+            log.info(
+                "decoder warnings are silenced while reading (first: %s); pixels are unchanged",
+                self.warnings.first,
+            )
         return image, int(self.labels[index])
 
     def _decode(self, data: bytearray, path: str) -> torch.Tensor:
@@ -221,13 +236,6 @@ class ImageFolderOptions:
         return path
 
 
-@dataclass
-class _Split:
-    files: list[str] = field(default_factory=list)  # relative to root
-    labels: list[int] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-
-
 def make_imagefolder(
     *,
     root: str,
@@ -263,28 +271,10 @@ def make_imagefolder(
     return build_imagefolder(options)
 
 
-def _scan_splits(o: ImageFolderOptions, path: str) -> tuple[ClassScan, dict, str, bool]:
-    """The scan, its files per split and class, the layout's name and whether root has splits."""
-    train_dir, val_dir = os.path.join(path, "train"), os.path.join(path, "val")
-    has_train, has_val = os.path.isdir(train_dir), os.path.isdir(val_dir)
-    if has_train != has_val:
-        present, absent = (train_dir, val_dir) if has_train else (val_dir, train_dir)
-        raise ConfigError(
-            f"dataset.root={o.root}: {present} exists but {absent} does not; add it, or put the "
-            "class folders directly under the root to split them by dataset.val_fraction"
-        )
-    if has_train:
-        scan = scan_classes(path, {"train": train_dir, "val": val_dir})
-        return scan, scan.per_class, "train/val", True
-    scan = scan_classes(path, {"all": path})
-    per_split = split_by_fraction(scan.per_class["all"], scan.classes, o.val_fraction, o.seed)
-    return scan, per_split, f"split:val_fraction={o.val_fraction},seed={o.seed}", False
-
-
 def build_imagefolder(o: ImageFolderOptions) -> DatasetPair:
     """:func:`make_imagefolder` on validated options."""
     path = o.validate()
-    scan, per_split, layout, split_layout = _scan_splits(o, path)
+    scan, per_split, layout, split_layout = scan_layout(path, o.root, o.val_fraction, o.seed)
     n_classes = len(scan.classes)
     if o.num_classes is not None and o.num_classes != n_classes:
         raise ConfigError(
@@ -294,25 +284,14 @@ def build_imagefolder(o: ImageFolderOptions) -> DatasetPair:
     if scan.empty and o.on_error == "raise":
         raise ConfigError(
             f"class folders with no image (.jpg, .jpeg, .png): {listing(scan.empty)}; add "
-            "images or remove the folders (dataset.on_error=skip keeps them as empty classes)"
+            "images or remove the folders (dataset.on_error=skip drops those classes)"
         )
     candidates = [item for split in per_split.values() for images in split for item in images]
+    warned = DecoderWarnings()
     bad, verify_s = check_files(
-        path, candidates, level=o.verify, decoder=o.decoder, on_error=o.on_error
+        path, candidates, level=o.verify, decoder=o.decoder, on_error=o.on_error, warned=warned
     )
-
-    splits: dict[str, _Split] = {"train": _Split(), "val": _Split()}
-    empty_classes = set(scan.empty)
-    for split_name, per_class in per_split.items():
-        split = splits[split_name]
-        for label, images in enumerate(per_class):
-            kept = [(f, size) for f, size in images if os.path.join(path, f) not in bad]
-            if images and not kept:
-                empty_classes.add(f"{split_name}/{scan.classes[label]}")
-            for f, size in kept:
-                split.files.append(f)
-                split.labels.append(label)
-                split.sizes.append(size)
+    classes, dropped, empty_classes, splits = keep_readable(scan, per_split, bad, path)
     for split_name, split in splits.items():
         if not split.files:
             raise ConfigError(
@@ -326,7 +305,7 @@ def build_imagefolder(o: ImageFolderOptions) -> DatasetPair:
 
     common = dict(
         root=path,
-        classes=scan.classes,
+        classes=classes,
         decoder=o.decoder,
         read_latency_ms=o.read_latency_ms,
         verified=o.verify == "decode",
@@ -341,12 +320,26 @@ def build_imagefolder(o: ImageFolderOptions) -> DatasetPair:
     return DatasetPair(
         train=train,
         val=val,
-        num_classes=n_classes,
+        num_classes=len(classes),
         fingerprint=folder_fingerprint(layout, {k: (s.files, s.sizes) for k, s in splits.items()}),
         stats={
             "skipped_files": float(len(bad)),
             "ignored_files": float(scan.ignored),
             "empty_classes": float(len(empty_classes)),
+            "dropped_classes": float(len(dropped)),
+            "decoder_warnings": float(warned.count),
             "verify_s": verify_s,
         },
     )
+
+
+def folder_fingerprint(layout: str, splits: dict[str, tuple[list[str], list[int]]]) -> str:
+    """sha256 over the layout (with val_fraction and seed when they choose the split) and the
+    sorted ``(split, relative path, size)`` of every file read. A same-size rewrite of a file
+    keeps the fingerprint (contents are not hashed: that would cost a full read)."""
+    h = hashlib.sha256(f"imagefolder;{layout}\n".encode())
+    for split in sorted(splits):
+        files, sizes = splits[split]
+        for f, size in sorted(zip(files, sizes, strict=True)):
+            h.update(f"{split}\t{f}\t{size}\n".encode("utf-8", "surrogateescape"))
+    return "imagefolder-" + h.hexdigest()[:16]
