@@ -14,8 +14,8 @@ import logging
 import sys
 
 from loaderbench.config import ConfigError
-from loaderbench.data.imagefolder import FORMATS, write_imagefolder
 from loaderbench.data.shapes import SHAPES
+from loaderbench.data.writer import FORMATS, write_imagefolder
 
 
 def main(argv: list[str] | None = None) -> int:

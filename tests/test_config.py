@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from loaderbench.config import ConfigError
-from loaderbench.data.imagefolder import write_imagefolder
 from loaderbench.data.loader import close_loader
+from loaderbench.data.writer import write_imagefolder
 from loaderbench.experiment import prepare
 from tests.helpers import CONF, SMALL, compose_config
 

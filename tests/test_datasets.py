@@ -10,6 +10,7 @@ import os
 import pickle
 import sys
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,16 +22,13 @@ from PIL import Image
 from loaderbench import transforms
 from loaderbench.config import ConfigError, LoaderConfig
 from loaderbench.data import TransformedDataset, build_loader, plan_loader
-from loaderbench.data.imagefolder import (
-    UnreadableImageError,
-    decode_pil,
-    decode_torchvision,
-    make_imagefolder,
-    write_imagefolder,
-)
+from loaderbench.data.decoder_warnings import DecoderWarnings
+from loaderbench.data.imagefiles import decode_pil, decode_torchvision
+from loaderbench.data.imagefolder import UnreadableImageError, make_imagefolder
 from loaderbench.data.loader import close_loader
 from loaderbench.data.shapes import SHAPES, ShapesDataset
 from loaderbench.data.tensor import make_fake, make_tensor, tensor_bytes
+from loaderbench.data.writer import write_imagefolder
 from tests.helpers import compose_config
 
 # Known noise: torchvision 0.29 deprecates its decoders (a warning per call); PIL warns on
@@ -163,7 +161,7 @@ def test_skip_leaves_bad_files_out_and_counts_them(tmp_path, decoder):
     assert all(pair.train[i][0].shape == (3, SIZE, SIZE) for i in range(len(pair.train)))
 
 
-def test_an_empty_class_folder_is_an_error_or_an_empty_class(tmp_path):
+def test_an_empty_class_folder_is_an_error_or_a_dropped_class(tmp_path):
     empty = _folder(tmp_path) / "train" / "c"
     empty.mkdir()
     (empty / "readme.txt").write_text("no images here")
@@ -171,7 +169,8 @@ def test_an_empty_class_folder_is_an_error_or_an_empty_class(tmp_path):
         make_imagefolder(root=str(tmp_path))
     assert str(empty) in str(err.value)
     pair = make_imagefolder(root=str(tmp_path), on_error="skip")
-    assert (pair.num_classes, pair.stats["empty_classes"], pair.stats["skipped_files"]) == (3, 1, 0)
+    stats = pair.stats
+    assert (pair.num_classes, stats["empty_classes"], stats["dropped_classes"]) == (2, 1, 1)
 
 
 @pytest.mark.parametrize("on_error", ["raise", "skip"])
@@ -443,3 +442,116 @@ def test_each_option_composes_and_instantiates(tmp_path, overrides):
     assert len(pair.train) > 0 and len(pair.val) > 0 and pair.fingerprint
     if cfg.dataset.num_classes is not None:
         assert pair.num_classes == cfg.dataset.num_classes
+
+
+BAD_VALUES = [
+    (["dataset.size=-5"], "dataset.size=-5"),
+    (["dataset.val_size=0"], "dataset.val_size=0"),
+    (["dataset.image_size=4"], "dataset.image_size=4"),
+    (["dataset.num_classes=11"], "dataset.num_classes=11"),
+    (["dataset.num_classes=1"], "dataset.num_classes=1"),
+    (["dataset.size=many"], "dataset.size=many"),
+    (["dataset=tensor", "dataset.size=-5"], "dataset.size=-5"),
+    (["dataset=tensor", "dataset.image_size=0"], "dataset.image_size=0"),
+    (["dataset=tensor", "dataset.num_classes=1"], "dataset.num_classes=1"),
+    (["dataset=fake", "dataset.val_size=-1"], "dataset.val_size=-1"),
+    (["dataset=fake", "dataset.num_classes=0"], "dataset.num_classes=0"),
+    (["dataset=imagefolder", "dataset.root=ROOT", "dataset.image_size=0"], "dataset.image_size=0"),
+    (
+        ["dataset=imagefolder", "dataset.root=ROOT", "dataset.num_classes=0"],
+        "dataset.num_classes=0",
+    ),
+    (
+        ["dataset=imagefolder", "dataset.root=ROOT", "dataset.val_fraction=x"],
+        "dataset.val_fraction=x",
+    ),
+    (["dataset=imagefolder", "dataset.root=ROOT", "dataset.verify=full"], "dataset.verify=full"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key"), BAD_VALUES, ids=[" ".join(o) for o, _ in BAD_VALUES])
+def test_a_bad_dataset_value_is_a_config_error_naming_the_key_and_fix(tmp_path, overrides, key):
+    from loaderbench.experiment import _instantiate_dataset
+
+    root = _folder(tmp_path)
+    cfg = compose_config([o.replace("ROOT", str(root)) for o in overrides])
+    with pytest.raises(ConfigError) as err:  # unwrapped from Hydra's InstantiationException
+        _instantiate_dataset(cfg)
+    message = str(err.value)
+    assert message.startswith(f"{key}: ") and f"e.g. {key.split('=')[0]}=" in message
+
+
+def test_the_shapes_dataset_names_the_split_size_key():
+    with pytest.raises(
+        ConfigError, match=r"^dataset.val_size=0: must be a whole number at least 1"
+    ):
+        ShapesDataset(size=0, image_size=16, num_classes=3, seed=0, split="val")
+
+
+# --- real photos: decoder warnings, classes with nothing readable ---------------------------
+
+
+def _bad_iccp_png(path: Path) -> Path:
+    """A PNG whose iCCP chunk holds a profile libpng refuses ("libpng warning: iCCP: too
+    short"); PIL reads it silently, the pixels are fine."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _image("RGB", seed=3).save(path, "PNG", icc_profile=b"not an ICC profile" * 4)
+    return path
+
+
+def test_libpng_warnings_are_silenced_and_counted(tmp_path, capfd):
+    write_imagefolder(str(tmp_path), count=6, val_count=2, image_size=SIZE, num_classes=2, image_format="png", workers=1)  # fmt: skip
+    bad = _bad_iccp_png(tmp_path / "train" / "extra" / "iccp.png")
+    data = bad.read_bytes()
+    decode_torchvision(data)  # the warning is real and deterministic here
+    assert "libpng warning: iCCP" in capfd.readouterr().err
+    counter = DecoderWarnings()
+    with counter.quiet(native=True):
+        decode_torchvision(data)
+        os.write(2, b"not a decoder line\n")  # other output on fd 2 passes through
+    assert counter.count == 1 and "iCCP" in counter.first
+    assert capfd.readouterr().err == "not a decoder line\n"
+    (tmp_path / "val" / "extra").mkdir()
+    _bad_iccp_png(tmp_path / "val" / "extra" / "iccp.png")
+    pair = make_imagefolder(root=str(tmp_path), decoder="torchvision", image_size=SIZE)
+    for _ in range(2):  # two epochs
+        for i in range(len(pair.train)):
+            pair.train[i]
+    assert "libpng" not in capfd.readouterr().err
+    assert pair.train.warnings.count == 2  # once per read of the file, shown never
+
+
+def test_pil_warnings_at_the_check_are_counted_once(tmp_path, monkeypatch, caplog):
+    """PIL's DecompressionBombWarning stands in for a PIL warning on every file: the check
+    counts it per file into one stat and one log line; reads show none."""
+    write_imagefolder(str(tmp_path), count=6, val_count=3, image_size=SIZE, num_classes=2, image_format="png", workers=1)  # fmt: skip
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", SIZE * SIZE * 3 // 4)  # warns, not refuses
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning that escapes fails the test
+        with caplog.at_level("INFO", logger="loaderbench"):
+            pair = make_imagefolder(root=str(tmp_path), image_size=SIZE)
+            for i in range(len(pair.train)):
+                pair.train[i]
+    assert pair.stats["decoder_warnings"] == 9
+    lines = [r.getMessage() for r in caplog.records if "decoder warning" in r.getMessage()]
+    assert len(lines) == 2 and "silenced 9" in lines[0]  # the check's count, the reader's one
+
+
+def test_a_class_with_no_readable_image_is_dropped_and_the_rest_relabelled(tmp_path, caplog):
+    write_imagefolder(str(tmp_path), count=30, val_count=10, image_size=SIZE, num_classes=3, image_format="png", workers=1)  # fmt: skip
+    names = sorted(p.name for p in (tmp_path / "train").iterdir())
+    assert len(names) == 3
+    for split in ("train", "val"):  # the first class: every file unreadable
+        for f in (tmp_path / split / names[0]).iterdir():
+            f.write_bytes(b"broken")
+    with caplog.at_level("WARNING", logger="loaderbench"):
+        pair = make_imagefolder(root=str(tmp_path), on_error="skip", image_size=SIZE)
+    assert pair.num_classes == 2 and pair.train.classes == tuple(names[1:])
+    assert pair.stats["dropped_classes"] == 1
+    assert any(names[0] in r.getMessage() and "dropped" in r.getMessage() for r in caplog.records)
+    for split in (pair.train, pair.val):
+        assert set(split.labels.tolist()) == {0, 1}
+        for i in range(len(split)):
+            assert Path(split.path(i)).parent.name == names[1 + int(split.labels[i])]
+    with pytest.raises(ConfigError, match="cannot be decoded"):
+        make_imagefolder(root=str(tmp_path))

@@ -188,7 +188,9 @@ def test_report_from_the_store_alone(tmp_path):
     assert parent.data.tags["loaderbench.verdict"] in report
 
 
-@pytest.mark.parametrize("override", ["loader.num_workers=-1", "device=cuda"])
+@pytest.mark.parametrize(
+    "override", ["loader.num_workers=-1", "device=cuda", "dataset.num_classes=1"]
+)
 def test_single_run_bad_input_fails_fast_with_one_line(tmp_path, override):
     if override == "device=cuda" and torch.cuda.is_available():
         pytest.skip("there is a CUDA device here")

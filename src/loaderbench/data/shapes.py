@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from loaderbench.data.base import DatasetPair
+from loaderbench.data.checks import check_count
 
 SHAPES = ("disk", "square", "triangle", "plus", "ring", "diamond", "cross", "bars", "half", "dots")
 _SPLITS = {"train": 0, "val": 1}
@@ -51,18 +52,18 @@ def _shape_mask(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 class ShapesDataset(Dataset):
-    """Procedural images: returns ``(uint8 tensor 3×H×W, label)`` for an integer index."""
+    """Procedural images: returns ``(uint8 tensor 3×H×W, label)`` for an integer index.
+
+    A wrong size, image size or class count is a ConfigError naming the ``dataset`` key.
+    """
 
     def __init__(self, *, size: int, image_size: int, num_classes: int, seed: int, split: str):
-        if not 2 <= num_classes <= len(SHAPES):
-            raise ValueError(
-                f"dataset.num_classes={num_classes}: the shapes dataset has 2 to {len(SHAPES)} "
-                f"classes ({', '.join(SHAPES)}); pass dataset.num_classes=<2..{len(SHAPES)}>"
-            )
-        if size < 1:
-            raise ValueError(f"dataset.size={size}: must be at least 1")
-        if image_size < 8:
-            raise ValueError(f"dataset.image_size={image_size}: must be at least 8 pixels")
+        check_count("size" if split == "train" else "val_size", size, least=1, example=4096)
+        check_count("image_size", image_size, least=8, example=64, note=" pixels")
+        names = f" (the shapes: {', '.join(SHAPES)})"
+        check_count("num_classes", num_classes, least=2, most=len(SHAPES), example=6, note=names)
+        if split not in _SPLITS:
+            raise ValueError(f"split={split!r}: choose one of {', '.join(_SPLITS)}")
         self.size, self.image_size, self.num_classes = size, image_size, num_classes
         self.seed, self.split = seed, split
         grid = (np.arange(image_size, dtype=np.float32) + 0.5) / image_size * 2.0 - 1.0

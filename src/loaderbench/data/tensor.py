@@ -29,6 +29,7 @@ from torchvision.transforms import ToPILImage
 
 from loaderbench.config import ConfigError
 from loaderbench.data.base import DatasetPair, sample_seed
+from loaderbench.data.checks import check_sizes
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +41,6 @@ _GB = 1e9
 def _fingerprint(kind: str, **params: Any) -> str:
     ident = kind + ":" + ",".join(f"{k}={v}" for k, v in sorted(params.items()))
     return f"{kind}-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
-
-
-def _check_sizes(size: int, val_size: int, image_size: int, num_classes: int) -> None:
-    for key, value, least in (
-        ("size", size, 1),
-        ("val_size", val_size, 1),
-        ("image_size", image_size, 1),
-        ("num_classes", num_classes, 2),
-    ):
-        if value < least:
-            raise ConfigError(f"dataset.{key}={value}: must be at least {least}")
 
 
 def tensor_bytes(n: int, image_size: int) -> int:
@@ -97,7 +87,7 @@ def make_tensor(
     Generated from an explicit ``torch.Generator`` seeded by ``seed`` (the global generator,
     which initialises the model, is not touched).
     """
-    _check_sizes(size, val_size, image_size, num_classes)
+    check_sizes(size=size, val_size=val_size, image_size=image_size, num_classes=num_classes)
     need = check_memory(size=size, val_size=val_size, image_size=image_size)
     g = torch.Generator().manual_seed(sample_seed(seed, -5, 0))
     offsets = torch.randn(num_classes, 3, generator=g) * CLASS_OFFSET_SCALE
@@ -145,7 +135,7 @@ def make_fake(
     *, size: int, val_size: int, image_size: int, num_classes: int = 10, seed: int
 ) -> DatasetPair:
     """torchvision FakeData splits (PIL RGB images); val's seeds follow train's, so they differ."""
-    _check_sizes(size, val_size, image_size, num_classes)
+    check_sizes(size=size, val_size=val_size, image_size=image_size, num_classes=num_classes)
     offset = sample_seed(seed, -4, 0) >> 2  # leaves room below 2**63 for offset + index
     shape = (3, image_size, image_size)
     params = dict(
