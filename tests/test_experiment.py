@@ -91,6 +91,13 @@ def test_metrics_are_logged_once_per_epoch_not_per_step(small_cfg):
     assert tracker.metric_calls == 3 + 1
     assert [step for step, _ in tracker.metrics["loss/train"]] == [0, 1, 2]
     assert tracker.status == "FINISHED"
+    # 10 steps an epoch: enough for the run's own noise interval, which holds its figure
+    low, high = tracker.last(keys.SUMMARY_STEADY_LOW), tracker.last(keys.SUMMARY_STEADY_HIGH)
+    assert 0 < low <= high
+    # the run's description in the MLflow UI: its headline figures in one line
+    note = tracker.tags[keys.NOTE_TAG]
+    assert note.startswith(f"{tracker.last(keys.SUMMARY_SAMPLES_PER_S):.0f} samples/s")
+    assert "val acc" in note and "\n" not in note
 
 
 def test_pin_memory_without_accelerator_is_recorded_as_ignored(small_cfg):

@@ -96,21 +96,23 @@ def test_a_run_logs_memory_and_cpu(small_cfg):
     assert tracker.last(keys.PEAK_SHM) >= 0
     assert tracker.last(keys.CPU_UTILIZATION) > 0
     assert 0 < tracker.last(keys.PEAK_ANON) <= tracker.last(keys.PEAK_RSS)
-    # The sampler ran, read PSS at least at the start and the end, and its CPU was measured.
-    assert tracker.last(keys.MONITOR_SAMPLES) >= tracker.last(keys.MONITOR_PSS_SAMPLES) >= 2
+    # The sampler ran, read PSS at least once, and its CPU was measured.
+    assert tracker.last(keys.MONITOR_SAMPLES) >= tracker.last(keys.MONITOR_PSS_SAMPLES) >= 1
     assert 0 < tracker.last(keys.MONITOR_CPU_FRACTION) < 1
 
 
 @linux_only
 def test_pss_reads_are_spaced_by_their_budget():
     # A budget so small that one PSS read (~ms) buys a spacing far longer than the test: only
-    # the forced reads at the start and the end happen, while the cheap tier keeps sampling.
+    # the first tick reads PSS, while the cheap tier keeps sampling.
     with ResourceMonitor(0.01, pss_budget=1e-6) as monitor:
+        time.sleep(0.05)
         junk = bytearray(64 * MB)  # a new RSS high: would earn a PSS read within budget
+        junk[::4096] = b"x" * len(junk[::4096])  # touched, so resident
         time.sleep(0.3)
     del junk
     u = monitor.usage
-    assert u.pss_samples == 2, u
+    assert u.pss_samples == 1, u
     assert u.samples > 5, u
     assert u.peak_rss_mb >= 64, u
 

@@ -192,3 +192,15 @@ def test_batch_size_sweeps_compare_histories_only_within_a_batch_size():
     assert analyze("sweep", runs).warnings == []
     drift = [*runs, child("w2-bs32", 700.0, params={"loader.batch_size": "32"})]
     assert len(analyze("sweep", drift).warnings) == 1  # same batch size, other history
+
+
+def test_a_knob_torch_ignored_gives_no_winner_whatever_the_figures():
+    def pin(value: str, sps: float):
+        params = {"loader.pin_memory": value, "effective.pin_memory": "False"}
+        return child(f"w0-{'pin' if value == 'True' else 'nopin'}", sps, params=params, noise=0.001)
+
+    a = analyze("sweep", [pin("False", 400.0), pin("True", 440.0)])  # far beyond ±0.1%
+    assert a.winner == "none"
+    assert a.verdict.startswith("No difference: w0-pin and w0-nopin ran the same settings")
+    assert "loader.pin_memory had no effect here" in a.verdict
+    assert a.recommendation == "DataLoader(dataset)"

@@ -3,6 +3,7 @@ SQLite store or a real `mlflow server` on 127.0.0.1; checked with MLflow's own c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -69,9 +70,15 @@ def check_sweep(uri: str, n_finished: int, n_failed: int = 0):
     assert any(p.endswith(".png") for p in artifacts)
     assert parent.data.metrics["sweep/n_runs"] == n_finished + n_failed
     assert parent.data.metrics["sweep/n_failed"] == n_failed
-    assert parent.data.tags["loaderbench.verdict"].startswith("Fastest")
+    verdict = parent.data.tags["loaderbench.verdict"]
+    assert verdict.startswith(("Fastest", "No significant difference", "No difference"))
+    names = {c.info.run_name for c in children}
+    assert parent.data.tags["loaderbench.winner"] in names | {"none"}
+    note = parent.data.tags["mlflow.note.content"]  # the description the MLflow UI shows
+    assert verdict in note and "DataLoader(" in note
     for child in children:
         assert child.info.run_name.startswith("w")  # reads like its combination
+        assert len(child.info.run_name) <= 40
     return client, parent, children
 
 
@@ -87,11 +94,25 @@ def test_basic_launcher_sweep(tmp_path):
     assert len({c.data.metrics["summary/val_acc"] for c in children}) == 1
 
 
+def test_an_ignored_knob_has_no_winner_and_names_hold_only_what_was_swept(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_cli(["-m", "loader.pin_memory=false,true", "dataset=tensor"], tmp_path, uri)
+    assert proc.returncode == 0
+    client, parent, children = check_sweep(uri, n_finished=2)
+    assert sorted(c.info.run_name for c in children) == ["nopin", "pin"]
+    assert parent.data.tags["loaderbench.winner"] == "none"  # torch ignores pinning on CPU
+    assert parent.data.tags["loaderbench.verdict"].startswith("No difference")
+    # the constants live on the parent, as params
+    assert parent.data.params["dataset.name"] == "tensor"
+    assert parent.data.params["dataset.size"] == "256"
+    assert "loader.pin_memory" not in parent.data.params
+
+
 def test_failed_combination_is_recorded_and_sweep_goes_on(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     proc = run_cli(["-m", "loader.num_workers=0,-1,2"], tmp_path, uri)
     assert proc.returncode != 0
-    assert "1 combination(s) failed: w-1-bs32" in proc.stdout + proc.stderr
+    assert "1 combination(s) failed: w-1" in proc.stdout + proc.stderr
     client, parent, children = check_sweep(uri, n_finished=2, n_failed=1)
     (failed,) = [c for c in children if c.info.status == "FAILED"]
     assert failed.data.params["loader.num_workers"] == "-1"
@@ -205,7 +226,14 @@ def test_single_run_bad_input_fails_fast_with_one_line(tmp_path, override):
         assert not parents and not children
 
 
-def test_ctrl_c_leaves_runs_killed_and_no_workers(tmp_path):
+@pytest.mark.parametrize(
+    ("signum", "whom"),
+    [
+        (signal.SIGINT, "group"),  # Ctrl-C: the terminal signals the whole foreground group
+        (signal.SIGTERM, "main"),  # kill PID, or a scheduler stopping the job
+    ],
+)
+def test_a_stop_signal_leaves_runs_killed_no_workers_and_no_traceback(tmp_path, signum, whom):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     cmd = [
@@ -241,12 +269,25 @@ def test_ctrl_c_leaves_runs_killed_and_no_workers(tmp_path):
             break
         time.sleep(0.5)
     tree |= {k.pid for k in psutil.Process(proc.pid).children(recursive=True)}
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+    if whom == "group":
+        os.killpg(proc.pid, signum)
+    else:
+        os.kill(proc.pid, signum)
     out, _ = proc.communicate(timeout=120)
     print(out[-4000:])
-    assert proc.returncode != 0
+    assert proc.returncode == 128 + signum
+    assert "Traceback" not in out
+    name = signal.Signals(signum).name
+    line = out.strip().splitlines()[-1]
+    assert line.startswith(f"interrupted by {name}: run ") and "marked KILLED; 0 of 2 jobs" in line
     time.sleep(1)
-    assert not [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    alive = [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not alive
+    with contextlib.suppress(ProcessLookupError):  # nothing of the group is left running
+        os.killpg(proc.pid, 0)
+        pytest.fail("a process of the sweep's group survived")
     _, parents, children = sweep_runs(uri)
     assert [p.info.status for p in parents] == ["KILLED"]
     assert [c.info.status for c in children] == ["KILLED"]  # the second job never started
+    assert children[0].data.tags["loaderbench.killed_by"] == name
+    assert parents[0].data.tags["loaderbench.killed_by"] == name

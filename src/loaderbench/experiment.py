@@ -332,8 +332,11 @@ def run(
         summary = summary_metrics(epochs, wall_s)
         summary |= resource_metrics(monitor, wall_s) | {keys.SETUP_S: setup_s}
         tracker.log_metrics(summary)
+        line = summary_line(summary, setup.data, setup.device)
+        tracker.set_tags({keys.NOTE_TAG: line})
         tracker.end("FINISHED")
-        report_summary(summary, tracker, data=setup.data, device=setup.device)
+        log.info("%s", line)
+        log.info("recorded: %s", tracker.where())
         return summary[keys.SUMMARY_SAMPLES_PER_S]
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (cli.Interrupted): KILLED, say which
         if started:
@@ -381,17 +384,16 @@ def resource_metrics(monitor: ResourceMonitor, wall_s: float) -> dict[str, float
     return {k: v for k, v in metrics.items() if not math.isnan(v)}
 
 
-def report_summary(
-    summary: dict[str, float], tracker: tracking.Tracker, data: DatasetPair, device: torch.device
-) -> None:
+def summary_line(summary: dict[str, float], data: DatasetPair, device: torch.device) -> str:
+    """The run's headline figures in one line: printed, and the run's description in the UI."""
     get = summary.get
-    line = (
-        f"{get(keys.SUMMARY_SAMPLES_PER_S):.0f} samples/s "
-        f"(steady {get(keys.SUMMARY_STEADY):.0f}), "
-        f"waiting for data {get(keys.SUMMARY_DATA_WAIT):.0%} of training time, "
+    line = f"{get(keys.SUMMARY_SAMPLES_PER_S):.0f} samples/s (steady {get(keys.SUMMARY_STEADY):.0f}"
+    if keys.SUMMARY_STEADY_LOW in summary:
+        line += f", 95% {get(keys.SUMMARY_STEADY_LOW):.0f}–{get(keys.SUMMARY_STEADY_HIGH):.0f}"
+    line += (
+        f"), waiting for data {get(keys.SUMMARY_DATA_WAIT):.0%} of training time, "
         f"first batch after {get(keys.SUMMARY_FIRST_BATCH):.2f} s"
     )
     if keys.SUMMARY_VAL_ACC in summary:
         line += f", val acc {get(keys.SUMMARY_VAL_ACC):.3f} (chance {1 / data.num_classes:.3f})"
-    log.info("%s, peak memory %.0f MB, on %s", line, get(keys.PEAK_RSS), device_label(device))
-    log.info("recorded: %s", tracker.where())
+    return f"{line}, peak memory {get(keys.PEAK_RSS):.0f} MB, on {device_label(device)}"

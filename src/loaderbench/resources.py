@@ -126,14 +126,14 @@ class ResourceMonitor:
     def __enter__(self) -> ResourceMonitor:
         self._shm0 = _shm_used()
         self._cpu0, self._wall0 = self._tree_cpu(), time.perf_counter()
-        self.sample()
+        self._sample(full=False)  # the first tick reads PSS too: a new high, nothing read yet
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.sample()
+        self._sample(full=self.usage.pss_samples == 0)  # PSS within budget, or if never read
         wall = time.perf_counter() - self._wall0
         if wall > 0:
             self.usage.cpu_utilization = (self._tree_cpu() - self._cpu0) / wall

@@ -9,20 +9,28 @@ it (and without torch). The client is used with explicit run ids, never the flue
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from loaderbench import keys
 from loaderbench.config import ConfigError
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (and no parallel first use to guard there)
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 SQLITE = "sqlite:///"
+# Tracking stores MLflow 3 opens (a plain folder, file://, it refuses).
+SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 PAGE = 1000  # runs per search page (MLflow's own maximum is larger; paging is what matters)
 # What one MLflow log_batch call accepts at most, per kind.
 BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
@@ -48,12 +56,35 @@ def resolve_tracking_uri(configured: str | None, launch_dir: str | os.PathLike) 
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(launch_dir)
     if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
         uri = SQLITE + str((Path(launch_dir) / uri[len(SQLITE) :]).resolve())
-    if "://" not in uri:
+    if "://" not in uri or uri.startswith("file:"):
         raise ConfigError(
             f"mlflow.tracking_uri={uri}: a plain folder store is refused by MLflow 3; "
             "use sqlite:///path/to/mlflow.db or http://host:port"
         )
+    scheme = uri.split("://", 1)[0].split("+", 1)[0]
+    if scheme not in SCHEMES:
+        raise ConfigError(
+            f"mlflow.tracking_uri={uri}: unknown scheme '{scheme}'; use one of "
+            f"{', '.join(s + '://' for s in SCHEMES)} (e.g. sqlite:///outputs/mlflow.db)"
+        )
     return uri
+
+
+@contextlib.contextmanager
+def _one_at_a_time(db: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite store while it is created or migrated. MLflow's
+    first use of a new store runs ~40 alembic migrations; jobs started at once (submitit, Slurm
+    arrays, two sweeps) that race there fail or leave the store unreadable."""
+    if db is None or fcntl is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _sqlite_file(tracking_uri: str) -> Path | None:
@@ -106,12 +137,11 @@ def open_store(
     db = _sqlite_file(tracking_uri)
     if db is not None and must_exist and not db.exists():
         raise error(f"no tracking store at {db} (nothing has been recorded there yet)")
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
     quiet_mlflow_logging()
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    with _one_at_a_time(db):  # the client creates or migrates the store on construction
+        return MlflowClient(tracking_uri=tracking_uri)
 
 
 def open_experiment(tracking_uri: str, name: str) -> tuple[Any, str]:
@@ -125,10 +155,11 @@ def open_experiment(tracking_uri: str, name: str) -> tuple[Any, str]:
         return client, experiment.experiment_id
     db = _sqlite_file(tracking_uri)
     artifact_location = (db.parent / "mlartifacts").resolve().as_uri() if db else None
-    try:
-        return client, client.create_experiment(name, artifact_location=artifact_location)
-    except MlflowException:  # another job of the sweep created it first
-        return client, client.get_experiment_by_name(name).experiment_id
+    with _one_at_a_time(db):
+        try:
+            return client, client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:  # another job of the sweep created it first
+            return client, client.get_experiment_by_name(name).experiment_id
 
 
 # --- reading runs ---------------------------------------------------------------------------

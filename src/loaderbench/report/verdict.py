@@ -132,6 +132,17 @@ def decide(cands: list[Group]) -> Verdict:
             "none",
             min([best, runner], key=simplicity),
         )
+    same = [g for g in others if ran_as(g) == ran_as(best)]
+    if same:  # what differs was ignored: one setting measured twice, whatever the figures say
+        ignored = sorted({k for g in same for k, v in g.key if dict(best.key).get(k) != v})
+        return Verdict(
+            f"No difference: {best.label} and {', '.join(g.label for g in same)} ran the same "
+            f"settings ({', '.join(ignored)} had no effect here: see the effective.* params); "
+            f"{best.median():.0f} vs {max(same, key=_median).median():.0f} samples/s is noise.",
+            best,
+            "none",
+            min([best, *same], key=simplicity),
+        )
     tied = [g for g in others if iv[id(g)].high >= b.low]
     if tied:
         pick = min([best, *tied], key=simplicity)
@@ -164,6 +175,17 @@ def decide(cands: list[Group]) -> Verdict:
     if r.low > 0:
         speedup += f"; between {b.low / r.high:.2f}× and {b.high / r.low:.2f}×"
     return Verdict(f"Fastest: {head}, {speedup}).", best, winner, best)
+
+
+def ran_as(group: Group) -> tuple:
+    """The group's varied settings as they ran: ``effective.<knob>`` where torch ignored or
+    the planner changed a loader setting (pin_memory without an accelerator, ...)."""
+    row = group.runs[0]
+    ran = []
+    for key, value in group.key:
+        knob = key.split(".", 1)[1] if key.startswith("loader.") else None
+        ran.append((key, row.params.get(keys.EFFECTIVE_PREFIX + knob, value) if knob else value))
+    return tuple(ran)
 
 
 IDLE = (WORKERS, *keys.WORKER_ONLY_PARAMS)  # settings that do nothing without workers

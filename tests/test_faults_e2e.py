@@ -1,0 +1,105 @@
+"""Faults end to end, in subprocesses: parallel first use of a new store, a bad tracking URI,
+a run with a relative path reproduced from another directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from loaderbench import keys
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow
+TINY = [
+    "dataset.size=128",
+    "dataset.val_size=32",
+    "dataset.image_size=16",
+    "trainer.epochs=1",
+    "trainer.progress=false",
+]
+
+
+def _env() -> dict[str, str]:
+    drop = ("MLFLOW_TRACKING_URI", keys.PARENT_ENV, keys.SWEPT_ENV)
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def test_three_runs_at_once_on_a_new_store_all_record(tmp_path):
+    uri = f"sqlite:///{tmp_path}/new/mlflow.db"  # neither the file nor its folder exists yet
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "run.py"),
+                *TINY,
+                f"seed={i}",
+                f"mlflow.tracking_uri={uri}",
+                f"hydra.run.dir={tmp_path}/run{i}",
+            ],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for i in range(3)
+    ]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("loaderbench")
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3
+
+
+@pytest.mark.parametrize("uri", ["bogus://x", "mlruns"])
+def test_a_bad_tracking_uri_is_one_line_naming_the_key(tmp_path, uri):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *TINY, f"mlflow.tracking_uri={uri}",
+         f"hydra.run.dir={tmp_path}/run"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    assert proc.returncode == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("error: mlflow.tracking_uri=")
+    assert "sqlite:///" in lines[0]
+
+
+def test_a_relative_root_reproduces_from_another_directory(tmp_path):
+    from PIL import Image
+
+    launch, elsewhere = tmp_path / "launch", tmp_path / "elsewhere"
+    for split in ("train", "val"):
+        for k, cls in enumerate(("a", "b")):
+            folder = launch / "imgs" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(6):
+                Image.new("RGB", (16, 16), (120 * k, 20 * i, 60)).save(folder / f"{i}.png")
+    elsewhere.mkdir()
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "dataset=imagefolder", "dataset.root=imgs",
+         "dataset.image_size=16", "trainer.epochs=1", "trainer.progress=false",
+         "loader.batch_size=4", f"mlflow.tracking_uri={uri}", f"hydra.run.dir={tmp_path}/run"],
+        cwd=launch, env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("loaderbench").experiment_id])
+    assert run.data.params["dataset.root"] == str(launch / "imgs")
+    assert run.data.params["given.dataset.root"] == "imgs"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "reproduce.py"), run.info.run_id,
+         "--tracking-uri", uri],
+        cwd=elsewhere, env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.rstrip().endswith("match")
