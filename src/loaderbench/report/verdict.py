@@ -122,16 +122,6 @@ def decide(cands: list[Group]) -> Verdict:
     if len(cands) == 1:
         return Verdict(f"Only one setting ran: {head}.", best, "none", best)
     others = [g for g in cands if g is not best]
-    if not b.known or not all(iv[id(g)].known for g in others):
-        runner = max(others, key=_median)
-        return Verdict(
-            f"Fastest: {head}, next {runner.label} at {runner.median():.0f} samples/s; the runs "
-            "are too short to estimate their noise, so this may not be a real difference "
-            "(use more steps per epoch, or +bench.repeat=0,1,2).",
-            best,
-            "none",
-            min([best, runner], key=simplicity),
-        )
     same = [g for g in others if ran_as(g) == ran_as(best)]
     if same:  # what differs was ignored: one setting measured twice, whatever the figures say
         ignored = sorted({k for g in same for k, v in g.key if dict(best.key).get(k) != v})
@@ -142,6 +132,16 @@ def decide(cands: list[Group]) -> Verdict:
             best,
             "none",
             min([best, *same], key=simplicity),
+        )
+    if not b.known or not all(iv[id(g)].known for g in others):
+        runner = max(others, key=_median)
+        return Verdict(
+            f"Fastest: {head}, next {runner.label} at {runner.median():.0f} samples/s; the runs "
+            "are too short to estimate their noise, so this may not be a real difference "
+            "(use more steps per epoch, or +bench.repeat=0,1,2).",
+            best,
+            "none",
+            min([best, runner], key=simplicity),
         )
     tied = [g for g in others if iv[id(g)].high >= b.low]
     if tied:
