@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loaderbench.experiment import NAME_LIMIT, run_name
+from loaderbench.naming import NAME_LIMIT, run_name
 from tests.helpers import compose_config
 
 

@@ -8,7 +8,6 @@ opened in the tracking store, so a typo costs nothing and leaves nothing RUNNING
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 import traceback
@@ -22,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from loaderbench import keys, store, tracking
-from loaderbench.config import ConfigError, LoaderConfig
+from loaderbench.config import ConfigError
 from loaderbench.data import DatasetPair, LoaderPlan, TransformedDataset, build_loader, plan_loader
 from loaderbench.data.faults import (
     LoaderFailure,
@@ -33,6 +32,7 @@ from loaderbench.data.faults import (
 from loaderbench.data.loader import close_loader
 from loaderbench.devices import configure_determinism, device_label, resolve_device
 from loaderbench.loop import EpochRunner, Progress
+from loaderbench.naming import run_name
 from loaderbench.provenance import env_tags
 from loaderbench.resources import ResourceMonitor
 from loaderbench.timing import EpochStats, epoch_metrics, summary_metrics
@@ -84,51 +84,6 @@ class Setup:
     mode: str
     channels_last: bool
     batch_bytes: int = 0  # one training batch, estimated from one sample (0: no workers)
-
-
-NAME_LIMIT = 40  # characters: a run name is a table cell in the MLflow UI
-_SHORT = {"num_workers": "w", "batch_size": "bs", "prefetch_factor": "pf", "repeat": "r"}
-_FLAGS = {"pin_memory": "pin", "persistent_workers": "persist", "drop_last": "droplast"}
-
-
-def _label(key: str, value: Any) -> str:
-    """One swept setting, compact: ``w2``, ``pin``/``nopin``, ``spawn``, ``lr=0.1``."""
-    leaf = key.rsplit(".", 1)[-1]
-    if leaf in _SHORT:
-        return f"{_SHORT[leaf]}{value}"
-    if leaf in _FLAGS:
-        return _FLAGS[leaf] if value else "no" + _FLAGS[leaf]
-    if leaf in ("multiprocessing_context", "decoder", "mode") or "." not in key:
-        return str(value)  # a value that names itself, or a config group's option
-    return f"{leaf}={value}"
-
-
-def run_name(cfg: DictConfig, swept: list[str] | None = None) -> str:
-    """A name made of what varies, e.g. ``w2-spawn``, at most 40 characters.
-
-    In a sweep: the swept keys' values only (constants live on the parent). A single run: the
-    worker count and any loader knob set away from torch's default.
-    """
-    if swept is None:
-        lc, default = cfg.loader, LoaderConfig()
-        swept = ["loader.num_workers"] + [
-            f"loader.{k}"
-            for k in (
-                "multiprocessing_context",
-                "pin_memory",
-                "persistent_workers",
-                "prefetch_factor",
-                "batch_size",
-            )
-            if lc.get(k) != getattr(default, k)
-        ]
-    parts = []
-    for key in swept:
-        value = OmegaConf.select(cfg, key, default=None)
-        if isinstance(value, DictConfig):  # a group (dataset=tensor): its option's name
-            value = value.get("name", key.rsplit(".", 1)[-1])
-        parts.append(_label(key, value))
-    return "-".join(parts)[:NAME_LIMIT] or "run"
 
 
 def swept_keys() -> list[str] | None:
@@ -330,7 +285,7 @@ def run(
             epochs = train(setup, cfg, tracker)
         wall_s = time.perf_counter() - wall0
         summary = summary_metrics(epochs, wall_s)
-        summary |= resource_metrics(monitor, wall_s) | {keys.SETUP_S: setup_s}
+        summary |= monitor.usage.metrics(wall_s) | {keys.SETUP_S: setup_s}
         tracker.log_metrics(summary)
         line = summary_line(summary, setup.data, setup.device)
         tracker.set_tags({keys.NOTE_TAG: line})
@@ -365,23 +320,6 @@ def run(
         if setup is not None:
             close_loader(setup.train_loader)
             close_loader(setup.val_loader)
-
-
-def resource_metrics(monitor: ResourceMonitor, wall_s: float) -> dict[str, float]:
-    u = monitor.usage
-    metrics = {
-        keys.PEAK_RSS: u.peak_rss_mb,
-        keys.PEAK_ANON: u.peak_anon_mb,
-        keys.PEAK_PSS: u.peak_pss_mb,
-        keys.PEAK_USS: u.peak_uss_mb,
-        keys.WORKERS_PSS: u.peak_workers_pss_mb,
-        keys.PEAK_SHM: u.peak_shm_mb,
-        keys.CPU_UTILIZATION: u.cpu_utilization,
-        keys.MONITOR_CPU_FRACTION: u.monitor_cpu_s / wall_s,
-        keys.MONITOR_SAMPLES: u.samples,
-        keys.MONITOR_PSS_SAMPLES: u.pss_samples,
-    }
-    return {k: v for k, v in metrics.items() if not math.isnan(v)}
 
 
 def summary_line(summary: dict[str, float], data: DatasetPair, device: torch.device) -> str:

@@ -22,6 +22,7 @@ a measured figure, not a claim. Elsewhere psutil gives RSS only.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import sys
@@ -30,6 +31,8 @@ import time
 from dataclasses import dataclass
 
 import psutil
+
+from loaderbench import keys
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
@@ -49,6 +52,24 @@ class ResourceUsage:
     monitor_cpu_s: float = 0.0  # the sampler's own CPU seconds
     samples: int = 0
     pss_samples: int = 0
+
+    def metrics(self, wall_s: float) -> dict[str, float]:
+        """The contract's keys (a figure not measured here, e.g. PSS off Linux, is left out).
+
+        ``overhead/monitor_cpu_fraction`` is the sampler's CPU over the run's ``wall_s``."""
+        values = {
+            keys.PEAK_RSS: self.peak_rss_mb,
+            keys.PEAK_ANON: self.peak_anon_mb,
+            keys.PEAK_PSS: self.peak_pss_mb,
+            keys.PEAK_USS: self.peak_uss_mb,
+            keys.WORKERS_PSS: self.peak_workers_pss_mb,
+            keys.PEAK_SHM: self.peak_shm_mb,
+            keys.CPU_UTILIZATION: self.cpu_utilization,
+            keys.MONITOR_CPU_FRACTION: self.monitor_cpu_s / wall_s,
+            keys.MONITOR_SAMPLES: self.samples,
+            keys.MONITOR_PSS_SAMPLES: self.pss_samples,
+        }
+        return {k: v for k, v in values.items() if not math.isnan(v)}
 
 
 def _shm_used() -> float | None:

@@ -50,6 +50,17 @@ class Basic:
         )
 
 
+def _crop_and_flip(image_size: int) -> list[v2.Transform]:
+    return [
+        v2.ToImage(),
+        v2.RandomResizedCrop(image_size, scale=(0.5, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+    ]
+
+
+JITTER = dict(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05)
+
+
 class Augment:
     """RandomResizedCrop + horizontal flip + colour jitter for training; Basic for val."""
 
@@ -57,13 +68,7 @@ class Augment:
 
     def __init__(self, *, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.train = v2.Compose(
-            [
-                v2.ToImage(),
-                v2.RandomResizedCrop(image_size, scale=(0.5, 1.0), antialias=True),
-                v2.RandomHorizontalFlip(),
-                v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05),
-            ]
-            + _to_float(mean, std)
+            [*_crop_and_flip(image_size), v2.ColorJitter(**JITTER), *_to_float(mean, std)]
         )
         self.val = Basic(image_size=image_size, mean=mean, std=std).val
 
@@ -76,12 +81,10 @@ class Heavy:
     def __init__(self, *, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.train = v2.Compose(
             [
-                v2.ToImage(),
-                v2.RandomResizedCrop(image_size, scale=(0.5, 1.0), antialias=True),
-                v2.RandomHorizontalFlip(),
+                *_crop_and_flip(image_size),
                 v2.RandomRotation(15),
                 v2.RandomPerspective(distortion_scale=0.2, p=0.5),
-                v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05),
+                v2.ColorJitter(**JITTER),
                 v2.GaussianBlur(kernel_size=5, sigma=(0.1, 1.5)),
             ]
             + _to_float(mean, std)

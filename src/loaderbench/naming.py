@@ -1,0 +1,58 @@
+"""Run names that say what varies, briefly: the MLflow runs table shows them in a narrow column.
+
+In a sweep a child is named by its swept values only (``w2-spawn``, ``pin``, ``w0-r1``); the
+constants live on the parent. A single run names its worker count and the loader knobs set away
+from torch's defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from loaderbench.config import LoaderConfig
+
+NAME_LIMIT = 40  # characters: a run name is a table cell in the MLflow UI
+_SHORT = {"num_workers": "w", "batch_size": "bs", "prefetch_factor": "pf", "repeat": "r"}
+_FLAGS = {"pin_memory": "pin", "persistent_workers": "persist", "drop_last": "droplast"}
+
+
+def _label(key: str, value: Any) -> str:
+    """One swept setting, compact: ``w2``, ``pin``/``nopin``, ``spawn``, ``lr=0.1``."""
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf in _SHORT:
+        return f"{_SHORT[leaf]}{value}"
+    if leaf in _FLAGS:
+        return _FLAGS[leaf] if value else "no" + _FLAGS[leaf]
+    if leaf in ("multiprocessing_context", "decoder", "mode") or "." not in key:
+        return str(value)  # a value that names itself, or a config group's option
+    return f"{leaf}={value}"
+
+
+def run_name(cfg: DictConfig, swept: list[str] | None = None) -> str:
+    """A name made of what varies, e.g. ``w2-spawn``, at most 40 characters.
+
+    In a sweep: the swept keys' values only (constants live on the parent). A single run: the
+    worker count and any loader knob set away from torch's default.
+    """
+    if swept is None:
+        lc, default = cfg.loader, LoaderConfig()
+        swept = ["loader.num_workers"] + [
+            f"loader.{k}"
+            for k in (
+                "multiprocessing_context",
+                "pin_memory",
+                "persistent_workers",
+                "prefetch_factor",
+                "batch_size",
+            )
+            if lc.get(k) != getattr(default, k)
+        ]
+    parts = []
+    for key in swept:
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, DictConfig):  # a group (dataset=tensor): its option's name
+            value = value.get("name", key.rsplit(".", 1)[-1])
+        parts.append(_label(key, value))
+    return "-".join(parts)[:NAME_LIMIT] or "run"
