@@ -103,3 +103,39 @@ def test_a_relative_root_reproduces_from_another_directory(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.rstrip().endswith("match")
+
+
+def _can_unshare() -> bool:
+    try:
+        done = subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+def test_a_small_dev_shm_gets_its_cause_and_fix_and_the_fix_runs(tmp_path):
+    if not _can_unshare():
+        pytest.skip("unshare -m is not allowed here (needs root or user namespaces)")
+    run = [sys.executable, str(ROOT / "run.py"), "dataset=tensor", "dataset.size=256",
+           "dataset.val_size=64", "dataset.image_size=224", "transforms=none",
+           "bench.mode=loader_only", "trainer.epochs=1", "trainer.progress=false",
+           "mlflow.enabled=false", f"hydra.run.dir={tmp_path}/run"]  # fmt: skip
+
+    def in_small_shm(*overrides: str) -> subprocess.CompletedProcess:
+        script = 'mount -t tmpfs -o size=16m tmpfs /dev/shm && exec "$@"'
+        return subprocess.run(
+            ["unshare", "-m", "sh", "-c", script, "sh", *run, *overrides],
+            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    failed = in_small_shm("loader.num_workers=2")  # 2 x 2 batches of 37 MB for 16 MB
+    out = failed.stdout + failed.stderr
+    assert failed.returncode == 1, out[-3000:]
+    assert "Traceback" not in out
+    assert "shared memory: 2 workers x prefetch_factor 2" in out  # the warning, before
+    error = next(line for line in out.splitlines() if line.startswith("error: "))
+    assert "out of shared memory" in error and "holds 16 MB" in error
+    assert "--shm-size" in error and "loader.num_workers=0" in error
+    fix = error.split("loader.batch_size=")[1].split(" ")[0]  # the batch size that fits
+    fixed = in_small_shm("loader.num_workers=2", f"loader.batch_size={fix}")
+    assert fixed.returncode == 0, (fixed.stdout + fixed.stderr)[-3000:]
