@@ -205,15 +205,19 @@ def reference(best: Group, cands: list[Group]) -> Group | None:
 
 
 def explain(pick: Group, cands: list[Group]) -> str:
-    """One sentence on why: the stall with and without workers, and what the workers cost."""
+    """One sentence on why: the stall with and without workers, and what workers cost."""
     row = pick.runs[0]
     wait = row.value(keys.SUMMARY_DATA_WAIT)
     bound = "input-bound" if wait > 0.1 else "compute-bound"
     text = f"With {pick.label} the loop waits for data {wait:.0%} of the time ({bound})"
-    w0 = [g for g in cands if g.runs[0].params.get(WORKERS) == "0" and g is not pick]
-    if w0:
-        text += f"; with num_workers=0 it waited {w0[0].runs[0].value(keys.SUMMARY_DATA_WAIT):.0%}"
+    picked_w0 = row.params.get(WORKERS) == "0"
+    other = [g for g in cands if (g.runs[0].params.get(WORKERS) == "0") != picked_w0]
+    if other:
+        o = max(other, key=_median).runs[0]
+        text += f"; with {o.name} it waited {o.value(keys.SUMMARY_DATA_WAIT):.0%}"
+        if picked_w0:
+            row = o  # the workers' cost is the other setting's
     pss = row.value(keys.WORKERS_PSS)
     if not math.isnan(pss) and pss > 0:
-        text += f"; its workers take {pss:.0f} MB of memory (PSS)"
+        text += f"; {row.name}'s workers take {pss:.0f} MB of memory (PSS)"
     return text + "."
