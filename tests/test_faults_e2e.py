@@ -58,11 +58,14 @@ def test_three_runs_at_once_on_a_new_store_all_record(tmp_path):
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3
 
 
-@pytest.mark.parametrize("uri", ["bogus://x", "mlruns"])
-def test_a_bad_tracking_uri_is_one_line_naming_the_key(tmp_path, uri):
+@pytest.mark.parametrize(
+    ("uri", "multirun"), [("bogus://x", False), ("mlruns", False), ("bogus://x", True)]
+)
+def test_a_bad_tracking_uri_is_one_line_naming_the_key(tmp_path, uri, multirun):
+    sweep = ["-m", "loader.num_workers=0,2"] if multirun else []
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *TINY, f"mlflow.tracking_uri={uri}",
-         f"hydra.run.dir={tmp_path}/run"],
+        [sys.executable, str(ROOT / "run.py"), *sweep, *TINY, f"mlflow.tracking_uri={uri}",
+         f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep"],
         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]

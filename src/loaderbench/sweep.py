@@ -24,6 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from loaderbench import keys, store, tracking
+from loaderbench.config import ConfigError
 
 log = logging.getLogger(__name__)
 JOB_ERROR_FILE = keys.ERROR_ARTIFACT  # also written into a failed job's output directory
@@ -93,7 +94,11 @@ class SweepCallback(Callback):
         if not config.mlflow.enabled:
             return
         global _ACTIVE
-        uri = store.resolve_tracking_uri(config.mlflow.tracking_uri, config.hydra.runtime.cwd)
+        try:
+            uri = store.resolve_tracking_uri(config.mlflow.tracking_uri, config.hydra.runtime.cwd)
+        except ConfigError as exc:  # Hydra would turn it into a warning and launch the jobs
+            log.error("error: %s", exc)
+            sys.exit(2)
         self.client, experiment_id = store.open_experiment(uri, config.mlflow.experiment)
         self.tracking_uri, self.experiment_id = uri, experiment_id
         definition = sweep_definition(config)
