@@ -1,5 +1,5 @@
 """Fixtures and hooks only (shared code lives in tests/helpers.py): a config small enough to
-run in seconds, and a real SQLite MLflow store in a temporary folder."""
+run in seconds, a real SQLite MLflow store in a temporary folder, and a real mlflow server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from tests.helpers import SMALL, compose_config
+from tests.helpers import SMALL, MlflowServer, compose_config
 
 
 @pytest.fixture
@@ -25,6 +25,16 @@ def small_cfg():
 @pytest.fixture
 def sqlite_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """The URL of a real ``mlflow server`` on 127.0.0.1, ended by pid afterwards."""
+    server = MlflowServer(tmp_path / "server").start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -5,6 +5,13 @@ sweep children as report rows."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 from types import ModuleType
 
@@ -113,3 +120,52 @@ def basic_sweep() -> list[RunRow]:
         child("w4-fork-bs64", 1234.5678901234),
         child("w4-spawn-bs64", status="FAILED", error=ERROR, params=spawn),
     ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on 127.0.0.1 with a SQLite store in ``folder`` and artifacts
+    served over HTTP; ``stop()`` ends it by pid, ``start()`` brings it back on the same port
+    and store."""
+
+    def __init__(self, folder: Path, port: int | None = None):
+        self.folder, self.port = folder, port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 120) -> MlflowServer:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "mlflow", "server",
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--backend-store-uri", f"sqlite:///{self.folder}/server.db",
+                "--artifacts-destination", str(self.folder / "server-artifacts"),
+                "--workers", "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2):
+                    return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("mlflow server exited at start") from None
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not answer within {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        self.proc = None

@@ -59,7 +59,14 @@ def test_three_runs_at_once_on_a_new_store_all_record(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("uri", "multirun"), [("bogus://x", False), ("mlruns", False), ("bogus://x", True)]
+    ("uri", "multirun"),
+    [
+        ("bogus://x", False),
+        ("mlruns", False),
+        ("bogus://x", True),
+        ("http://127.0.0.1:9", False),  # nothing listens there: no server to reach
+        ("http://127.0.0.1:9", True),
+    ],
 )
 def test_a_bad_tracking_uri_is_one_line_naming_the_key(tmp_path, uri, multirun):
     sweep = ["-m", "loader.num_workers=0,2"] if multirun else []

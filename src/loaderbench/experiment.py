@@ -96,11 +96,13 @@ def make_tracker(cfg: DictConfig, launch: Launch) -> tracking.Tracker:
     if not cfg.mlflow.enabled:
         return tracking.NullTracker()
     uri = store.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch.launch_dir)
+    store.check_reachable(uri)  # before any work: a dead server is one line naming the URI
     return tracking.MlflowTracker(
         uri,
         cfg.mlflow.experiment,
         parent_run_id=os.environ.get(keys.PARENT_ENV) if launch.multirun else None,
         system_metrics=cfg.mlflow.system_metrics,
+        offline_dir=Path(launch.output_dir or launch.launch_dir) / keys.OFFLINE_DIR,
     )
 
 

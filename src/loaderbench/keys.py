@@ -43,6 +43,8 @@ CONFIG_ARTIFACT = "config.yaml"  # every run: the resolved config
 ERROR_ARTIFACT = "error.txt"  # a failed run (and its job directory): the traceback
 SWEEP_ARTIFACT = "sweep.txt"  # a sweep parent: the sweep as typed
 BASE_CONFIG_ARTIFACT = "base_config.yaml"  # a sweep parent: the unresolved base config
+# In a job directory: the record of a run whose tracking server was unreachable at its end.
+OFFLINE_DIR = "mlflow-offline"
 REPORT_MD, REPORT_CSV = "report.md", "report.csv"
 THROUGHPUT_PNG, STALL_PNG = "throughput.png", "stall.png"
 

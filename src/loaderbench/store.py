@@ -44,6 +44,10 @@ class SweepNotFound(NotInStore):
     """The run id does not exist, or is not the parent run of a sweep."""
 
 
+class StoreUnreachable(ConfigError):
+    """No tracking server answers at the configured address (one line, exit 2)."""
+
+
 # --- where the store is ---------------------------------------------------------------------
 def default_tracking_uri(launch_dir: str | os.PathLike) -> str:
     return SQLITE + str(Path(launch_dir).resolve() / "outputs" / "mlflow.db")
@@ -119,6 +123,45 @@ def compare_page(experiment_id: str, run_ids: list[str]) -> str:
     """MLflow's compare view of ``run_ids`` (parallel coordinates, metric plots)."""
     runs = ",".join(f'"{r}"' for r in run_ids)
     return f'/#/compare-runs?runs=[{runs}]&experiments=["{experiment_id}"]'
+
+
+def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """Fail at once, naming the URI, when no server answers there (MLflow's client would retry
+    for minutes first). Any HTTP answer counts: only the connection matters here."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise StoreUnreachable(
+            f"mlflow.tracking_uri={tracking_uri}: no tracking server answers there ({reason}); "
+            "start it (mlflow server --host 127.0.0.1 --port PORT --backend-store-uri "
+            "sqlite:///mlflow.db) or set mlflow.tracking_uri to one that runs"
+        ) from None
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the tracking server could not be reached (after MLflow's own
+    retries): a refused or timed-out connection, or a 5xx answer. Anything else is a real
+    error of the request."""
+    if isinstance(exc, OSError) or type(exc).__module__.startswith(("requests", "urllib3")):
+        return True
+    text = str(exc)
+    return (
+        type(exc).__name__ == "MlflowException"
+        and "API request to" in text
+        and (
+            "failed with exception" in text
+            or "timeout exception" in text
+            or "failed with error code 5" in text
+        )
+    )
 
 
 def quiet_mlflow_logging() -> None:
@@ -262,12 +305,13 @@ def log_batch(
     metrics: Iterable[tuple[str, float, int]] = (),
     params: Mapping[str, str] | None = None,
     tags: Mapping[str, str] | None = None,
+    timestamp_ms: int | None = None,
 ) -> None:
     """Metrics (key, value, step), params and tags in as few ``log_batch`` calls as MLflow's
-    per-call limits allow; every metric gets the same timestamp."""
+    per-call limits allow; every metric gets the same timestamp (now, unless given)."""
     from mlflow.entities import Metric, Param, RunTag
 
-    now = int(time.time() * 1000)
+    now = timestamp_ms or int(time.time() * 1000)
     items = {
         "metrics": [Metric(k, v, now, step) for k, v, step in metrics],
         "params": [Param(k, v) for k, v in (params or {}).items()],

@@ -96,6 +96,7 @@ class SweepCallback(Callback):
         global _ACTIVE
         try:
             uri = store.resolve_tracking_uri(config.mlflow.tracking_uri, config.hydra.runtime.cwd)
+            store.check_reachable(uri)
         except ConfigError as exc:  # Hydra would turn it into a warning and launch the jobs
             log.error("error: %s", exc)
             sys.exit(2)

@@ -10,10 +10,12 @@ metrics themselves from :mod:`loaderbench.timing`. mlflow is imported inside met
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from loaderbench import keys, store
+from loaderbench import keys, offline, store
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +148,17 @@ class InMemoryTracker:
 
 class MlflowTracker:
     """Records one MLflow run. Metrics go in one ``log_batch`` call per ``log_metrics`` call
-    (the loop calls it once per epoch, never per step)."""
+    (the loop calls it once per epoch, never per step).
+
+    Every call goes through a :class:`~loaderbench.offline.Journal`. If the server stops
+    answering mid-run, the run goes on, the rest is kept, sent at the end if the server is
+    back, and otherwise written under ``offline_dir`` with the command that uploads it."""
 
     PARAM_LIMIT, TAG_LIMIT = 6000, 8000
+    # MLflow retries a failed request 7 times with a backoff factor of 2 (minutes of waiting
+    # per call); a run that must go on waits ~7 s (1+2+4) before it keeps its record locally.
+    # The user's own MLFLOW_HTTP_REQUEST_* settings win.
+    RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
     def __init__(
         self,
@@ -157,25 +167,34 @@ class MlflowTracker:
         *,
         parent_run_id: str | None = None,
         system_metrics: bool = False,
+        offline_dir: str | os.PathLike | None = None,
     ):
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.parent_run_id, self.system_metrics = parent_run_id, system_metrics
+        self.offline_dir = Path(offline_dir or keys.OFFLINE_DIR)
         self.run_id: str | None = None
         self.client: Any = None
         self.experiment_id: str | None = None
+        self.journal: offline.Journal | None = None
+        self.unreachable: str | None = None  # why the server stopped answering, once it did
+        self.offline_record: Path | None = None
         self._system_monitor: Any = None
 
     def start(self, *, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        for var, value in self.RETRIES.items():
+            os.environ.setdefault(var, value)
         self.client, self.experiment_id = store.open_experiment(self.tracking_uri, self.experiment)
         tags = dict(tags)
         if self.parent_run_id:
             tags[keys.PARENT_TAG] = self.parent_run_id
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=run_name,
-            tags={k: _text(v, self.TAG_LIMIT) for k, v in tags.items()},
+        tags = {k: _text(v, self.TAG_LIMIT) for k, v in tags.items()}
+        self.journal = offline.Journal(
+            tracking_uri=self.tracking_uri, experiment=self.experiment, run_name=run_name, tags=tags
         )
-        self.run_id = run.info.run_id
+        run = self.client.create_run(
+            self.experiment_id, start_time=self.journal.start_ms, run_name=run_name, tags=tags
+        )
+        self.run_id = self.journal.run_id = run.info.run_id
         self.log_params(params)
         if self.system_metrics:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
@@ -186,28 +205,68 @@ class MlflowTracker:
             )
             self._system_monitor.start()
 
+    def _record(self, op: dict[str, Any]) -> None:
+        """Keep ``op``; send it (and anything held back) unless the server is known away."""
+        self.journal.ops.append(op)
+        if self.unreachable is None:
+            self._send()
+
+    def _send(self) -> bool:
+        try:
+            self.journal.send(self.client, self.run_id)
+            return True
+        except Exception as exc:
+            if not store.is_unreachable(exc):
+                raise
+            if self.unreachable is None:
+                log.warning(
+                    "tracking server %s stopped answering (%s); the run goes on and keeps its "
+                    "record, to send at its end",
+                    self.tracking_uri,
+                    str(exc).splitlines()[0][:200],
+                )
+            self.unreachable = str(exc).splitlines()[0][:200]
+            return False
+
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         batch = [(k, v, step or 0) for k, v in _clean_metrics(metrics).items()]
-        store.log_batch(self.client, self.run_id, metrics=batch)
+        self._record(self.journal.batch(metrics=batch))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         texts = {k: _text(v, self.PARAM_LIMIT) for k, v in params.items()}
-        store.log_batch(self.client, self.run_id, params=texts)
+        self._record(self.journal.batch(params=texts))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self._record(self.journal.text(text, artifact_file))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         texts = {k: _text(v, self.TAG_LIMIT) for k, v in tags.items()}
-        store.log_batch(self.client, self.run_id, tags=texts)
+        self._record(self.journal.batch(tags=texts))
 
     def end(self, status: str = "FINISHED") -> None:
         if self._system_monitor is not None:
             self._system_monitor.finish()
-        if self.run_id is not None:
-            self.client.set_terminated(self.run_id, status)
+        if self.run_id is None:
+            return
+        self.journal.ops.append(self.journal.end(status))
+        if self._send():  # sent, or the server is back in time
+            return
+        self.offline_record = self.journal.dump(self.offline_dir)
+        log.warning(
+            "tracking server %s is unreachable (%s): this run's params, metrics and artifacts "
+            "are in %s; when the server is back, upload them with: %s",
+            self.tracking_uri,
+            self.unreachable,
+            self.offline_record,
+            offline.upload_command(self.offline_dir),
+        )
 
     def where(self) -> str:
+        if self.offline_record is not None:
+            return (
+                f"run {self.run_id} kept offline in {self.offline_record} (upload: "
+                f"{offline.upload_command(self.offline_dir)})"
+            )
         url = ""
         if self.tracking_uri.startswith(("http://", "https://")):
             base = self.tracking_uri.rstrip("/")
