@@ -131,23 +131,27 @@ def free_port() -> int:
 class MlflowServer:
     """A real ``mlflow server`` on 127.0.0.1 with a SQLite store in ``folder`` and artifacts
     served over HTTP; ``stop()`` ends it by pid, ``start()`` brings it back on the same port
-    and store."""
+    and store. ``ui=`` an existing store: ``mlflow ui`` on it instead, as a user runs it."""
 
-    def __init__(self, folder: Path, port: int | None = None):
-        self.folder, self.port = folder, port or free_port()
+    def __init__(self, folder: Path, port: int | None = None, ui: str | None = None):
+        self.folder, self.port, self.ui = folder, port or free_port(), ui
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        where = ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        if self.ui:
+            return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", self.ui, *where]
+        return [
+            sys.executable, "-m", "mlflow", "server", *where,
+            "--backend-store-uri", f"sqlite:///{self.folder}/server.db",
+            "--artifacts-destination", str(self.folder / "server-artifacts"),
+        ]  # fmt: skip
 
     def start(self, timeout_s: float = 120) -> MlflowServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "mlflow", "server",
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--backend-store-uri", f"sqlite:///{self.folder}/server.db",
-                "--artifacts-destination", str(self.folder / "server-artifacts"),
-                "--workers", "1",
-            ],
+            self.command(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

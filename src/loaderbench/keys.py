@@ -34,6 +34,11 @@ ENV_TAGS = (
     "env.git_sha",
 )
 
+# Experiment tags the MLflow UI reads: the kind (so the UI opens on training runs, not GenAI
+# traces) and saved views, one per sweep (`...runs?viewStateShareKey=<parent run id>`).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+
 # --- environment variables ------------------------------------------------------------------
 PARENT_ENV = "LOADERBENCH_PARENT_RUN_ID"  # set by the sweep callback, read by its jobs
 SWEPT_ENV = "LOADERBENCH_SWEPT_KEYS"  # likewise: the swept keys, comma-separated

@@ -52,6 +52,7 @@ class ResourceUsage:
     monitor_cpu_s: float = 0.0  # the sampler's own CPU seconds
     samples: int = 0
     pss_samples: int = 0
+    saw_workers: bool = False  # a sample found child processes (the loader's workers)
 
     def metrics(self, wall_s: float) -> dict[str, float]:
         """The contract's keys (a figure not measured here, e.g. PSS off Linux, is left out).
@@ -62,7 +63,9 @@ class ResourceUsage:
             keys.PEAK_ANON: self.peak_anon_mb,
             keys.PEAK_PSS: self.peak_pss_mb,
             keys.PEAK_USS: self.peak_uss_mb,
-            keys.WORKERS_PSS: self.peak_workers_pss_mb,
+            # No worker ever: truly 0. Workers seen, but no PSS read while they lived: unknown,
+            # left out rather than logged as a free 0.
+            keys.WORKERS_PSS: self.peak_workers_pss_mb if self.saw_workers else 0.0,
             keys.PEAK_SHM: self.peak_shm_mb,
             keys.CPU_UTILIZATION: self.cpu_utilization,
             keys.MONITOR_CPU_FRACTION: self.monitor_cpu_s / wall_s,
@@ -194,11 +197,18 @@ class ResourceMonitor:
                 anon += m.get(b"RssAnon", 0) / 1024
         u.peak_rss_mb = max(u.peak_rss_mb, rss)
         u.peak_anon_mb = _max(u.peak_anon_mb, anon)
+        u.saw_workers |= len(pids) > 1
         now = time.perf_counter()
         since = now - self._last_pss
         new_high = rss > self._pss_high_rss * 1.02
-        # Within budget: at a new RSS high, or at least every 10 budget spacings.
-        if full or (since >= self._pss_spacing and (new_high or since >= 10 * self._pss_spacing)):
+        # Within budget: at a new RSS high, or at least every 10 budget spacings; and once as
+        # soon as workers exist, so that a short run still measures them.
+        first_workers = len(pids) > 1 and math.isnan(u.peak_workers_pss_mb)
+        if (
+            full
+            or first_workers
+            or (since >= self._pss_spacing and (new_high or since >= 10 * self._pss_spacing))
+        ):
             t0 = time.thread_time()
             self._sample_pss(pids)
             cost = time.thread_time() - t0
@@ -220,7 +230,8 @@ class ResourceMonitor:
         if pss > 0:
             u.peak_pss_mb = _max(u.peak_pss_mb, pss)
             u.peak_uss_mb = _max(u.peak_uss_mb, uss)
-            u.peak_workers_pss_mb = _max(u.peak_workers_pss_mb, workers)
+            if len(pids) > 1:  # workers alive in this read
+                u.peak_workers_pss_mb = _max(u.peak_workers_pss_mb, workers)
             u.pss_samples += 1
 
     def _sample_psutil(self) -> None:

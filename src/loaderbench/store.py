@@ -114,9 +114,60 @@ def ui_command(tracking_uri: str, page: str = "") -> str:
     return f"mlflow ui --backend-store-uri {tracking_uri}  (then open {url})"
 
 
-def runs_page(experiment_id: str) -> str:
-    """The experiment's training-runs table (a sweep is one expandable row there)."""
-    return f"/#/experiments/{experiment_id}/runs"
+# MLflow 3's UI opens in its GenAI mode (traces, "Evaluation runs") unless the page asks for
+# the model-training one.
+TRAINING_MODE = "workflowType=machine_learning"
+
+
+def runs_page(experiment_id: str, run_id: str | None = None) -> str:
+    """The experiment's training-runs table (a sweep is one expandable row there), or one run's
+    page."""
+    return (
+        f"/#/experiments/{experiment_id}/runs"
+        + (f"/{run_id}" if run_id else "")
+        + (f"?{TRAINING_MODE}")
+    )
+
+
+def save_sweep_view(
+    client: Any, experiment_id: str, parent_run_id: str, swept: list[str], columns: list[str]
+) -> tuple[str, str]:
+    """Save an MLflow UI view of one sweep as an experiment tag (the UI's "shared view"): its
+    children only, fastest first, the swept params and ``columns`` (metric keys) as columns;
+    its charts open on throughput per run and a parallel-coordinates plot of the swept params
+    against throughput. MLflow's own compare page picks its axes itself (the first three
+    differing params, alphabetically), which hides the swept knob. Returns the UI routes of
+    the table and of the charts."""
+    import json
+
+    section, throughput = "loaderbench", keys.SUMMARY_SAMPLES_PER_S
+    chart = {"runsCountToCompare": 50, "metricSectionId": section, "deleted": False}
+    state = {
+        "searchFilter": f"tags.`{keys.PARENT_TAG}` = '{parent_run_id}'",
+        "orderByKey": f"metrics.`{throughput}`",
+        "orderByAsc": False,
+        "selectedColumns": [f"params.`{k}`" for k in swept] + [f"metrics.`{k}`" for k in columns],
+        "isAccordionReordered": True,  # keeps this section above MLflow's generated ones
+        "compareRunSections": [
+            {"uuid": section, "name": section, "display": True, "isReordered": True}
+        ],
+        "compareRunCharts": [
+            chart | {"uuid": f"{section}-bar", "type": "BAR", "metricKey": throughput},
+            chart
+            | {
+                "uuid": f"{section}-parallel",
+                "type": "PARALLEL",
+                "selectedParams": swept,
+                "selectedMetrics": [throughput],
+                "showAllRuns": False,
+            },
+        ],
+    }
+    client.set_experiment_tag(
+        experiment_id, keys.SHARED_VIEW_PREFIX + parent_run_id, json.dumps(state)
+    )
+    table = f"{runs_page(experiment_id)}&viewStateShareKey={parent_run_id}"
+    return table, table + "&compareRunsMode=CHART"
 
 
 def compare_page(experiment_id: str, run_ids: list[str]) -> str:
@@ -170,6 +221,11 @@ def quiet_mlflow_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+# MLflow 3's UI opens an experiment without this tag on its GenAI pages (traces, "Evaluation
+# runs"); tagged, it opens on the training-runs table.
+KIND = (keys.EXPERIMENT_KIND_TAG, keys.EXPERIMENT_KIND)
+
+
 # --- opening it -----------------------------------------------------------------------------
 def open_store(
     tracking_uri: str, *, must_exist: bool = False, error: type[NotInStore] = NotInStore
@@ -195,12 +251,16 @@ def open_experiment(tracking_uri: str, name: str) -> tuple[Any, str]:
     client = open_store(tracking_uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if keys.EXPERIMENT_KIND_TAG not in experiment.tags:  # made before loaderbench tagged it
+            client.set_experiment_tag(experiment.experiment_id, *KIND)
         return client, experiment.experiment_id
     db = _sqlite_file(tracking_uri)
     artifact_location = (db.parent / "mlartifacts").resolve().as_uri() if db else None
     with _one_at_a_time(db):
         try:
-            return client, client.create_experiment(name, artifact_location=artifact_location)
+            return client, client.create_experiment(
+                name, artifact_location=artifact_location, tags=dict([KIND])
+            )
         except MlflowException:  # another job of the sweep created it first
             return client, client.get_experiment_by_name(name).experiment_id
 

@@ -28,7 +28,16 @@ from loaderbench.config import ConfigError
 
 log = logging.getLogger(__name__)
 JOB_ERROR_FILE = keys.ERROR_ARTIFACT  # also written into a failed job's output directory
-_ACTIVE: SweepCallback | None = None  # the sweep this process is running, for a stop signal
+_ACTIVE: SweepCallback | None = None
+# The metric columns of a sweep's saved view in the MLflow UI, after the swept params.
+VIEW_COLUMNS = [
+    keys.SUMMARY_SAMPLES_PER_S,
+    keys.SUMMARY_STEADY_LOW,
+    keys.SUMMARY_STEADY_HIGH,
+    keys.SUMMARY_DATA_WAIT,
+    keys.PEAK_PSS,
+    keys.SUMMARY_VAL_ACC,
+]  # the sweep this process is running, for a stop signal
 
 
 @dataclass
@@ -164,15 +173,22 @@ class SweepCallback(Callback):
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         result = write_report(parent, self.client, self.sweep_dir)
-        publish_report(parent, self.client, result, self.links(result))
+        result.links = self.links(result, parent)
+        publish_report(parent, self.client, result, result.links)
         return result
 
-    def links(self, result: Any) -> list[str]:
-        """Where to look: the runs table, and the children side by side."""
+    def links(self, result: Any, parent: str) -> list[str]:
+        """Where to look in the MLflow UI: this sweep's runs (a saved view: fastest first, the
+        swept knobs as columns), its charts, and MLflow's compare page of the children."""
         ids = [r.run_id for r in result.rows]
         base = store.ui_base(self.tracking_uri)
+        swept = [k for k in result.varied if k != keys.REPEAT_PARAM] or [keys.WORKERS_PARAM]
+        table, charts = store.save_sweep_view(
+            self.client, self.experiment_id, parent, swept, VIEW_COLUMNS
+        )
         return [
-            f"- runs: {base}{store.runs_page(self.experiment_id)}",
+            f"- runs: {base}{table}",
+            f"- charts: {base}{charts}",
             f"- compare: {base}{store.compare_page(self.experiment_id, ids)}",
         ]
 
@@ -186,7 +202,7 @@ class SweepCallback(Callback):
             log.info("\n%s", result.markdown)
             log.info("report: %s (and on parent run %s)", self.sweep_dir / keys.REPORT_MD, parent)
             log.info("look at it: %s", store.ui_command(self.tracking_uri))
-            for line in self.links(result):
+            for line in result.links:
                 log.info("  %s", line[2:])
             failed = [r.name for r in result.rows if r.status in ("FAILED", "KILLED")]
         if failed:

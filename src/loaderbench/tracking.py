@@ -267,12 +267,8 @@ class MlflowTracker:
                 f"run {self.run_id} kept offline in {self.offline_record} (upload: "
                 f"{offline.upload_command(self.offline_dir)})"
             )
-        url = ""
-        if self.tracking_uri.startswith(("http://", "https://")):
-            base = self.tracking_uri.rstrip("/")
-            url = f"{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        page = store.runs_page(self.experiment_id, self.run_id)
         return (
             f"run {self.run_id} in experiment '{self.experiment}' of {self.tracking_uri}"
-            + (f" ({url})" if url else "")
-            + f"\nlook at it: {store.ui_command(self.tracking_uri)}"
+            f"\nlook at it: {store.ui_command(self.tracking_uri, page)}"
         )

@@ -43,6 +43,7 @@ class ReportResult(Analysis):
     markdown_path: Path | None = None
     csv_path: Path | None = None
     plot_paths: list[Path] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)  # where to look in the MLflow UI
 
 
 def analyze_sweep(client: Any, parent_run_id: str) -> ReportResult:
