@@ -122,11 +122,8 @@ TRAINING_MODE = "workflowType=machine_learning"
 def runs_page(experiment_id: str, run_id: str | None = None) -> str:
     """The experiment's training-runs table (a sweep is one expandable row there), or one run's
     page."""
-    return (
-        f"/#/experiments/{experiment_id}/runs"
-        + (f"/{run_id}" if run_id else "")
-        + (f"?{TRAINING_MODE}")
-    )
+    run = f"/{run_id}" if run_id else ""
+    return f"/#/experiments/{experiment_id}/runs{run}?{TRAINING_MODE}"
 
 
 def save_sweep_view(
@@ -221,8 +218,8 @@ def quiet_mlflow_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-# MLflow 3's UI opens an experiment without this tag on its GenAI pages (traces, "Evaluation
-# runs"); tagged, it opens on the training-runs table.
+# Tells MLflow 3's UI that the experiment holds model training, not a GenAI app (whose pages
+# list runs as "Evaluation runs"); the links add TRAINING_MODE, the UI's own switch.
 KIND = (keys.EXPERIMENT_KIND_TAG, keys.EXPERIMENT_KIND)
 
 
