@@ -117,7 +117,10 @@ def test_a_stall_past_the_timeout_says_what_to_raise(tmp_path):
         "trainer.progress=false",
         "mlflow.enabled=false",
     ]
-    with pytest.raises(LoaderFailure, match=r"loader.timeout=0.5 s"):
+    with pytest.raises(
+        LoaderFailure,
+        match=r"epoch 0, after 0 batches had arrived\) took longer than loader.timeout=0.5 s",
+    ):
         run(compose_config(overrides))
 
 

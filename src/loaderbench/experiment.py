@@ -210,7 +210,8 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
                 epoch, warmup_batches=cfg.bench.warmup_batches, progress=progress
             )
         except RuntimeError as exc:  # torch's raw words for a known fault: add cause and fix
-            if hint := explain_loader_error(exc, s.plan, s.batch_bytes):
+            where = f"epoch {epoch}, after {progress.batches} batches had arrived"
+            if hint := explain_loader_error(exc, s.plan, s.batch_bytes, where):
                 raise LoaderFailure(hint) from exc
             raise
         finally:

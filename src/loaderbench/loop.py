@@ -30,8 +30,10 @@ class Progress:
                 total=total_batches, desc=desc, unit="batch", leave=False, file=sys.stderr
             )
         self._next_postfix = 0.0
+        self.batches = 0  # arrived so far this epoch (an error names the one after them)
 
     def update(self, stats: EpochStats, start: float) -> None:
+        self.batches += 1
         if self.bar is None:
             return
         self.bar.update(1)

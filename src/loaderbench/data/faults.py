@@ -80,8 +80,11 @@ def _shm_fixes(plan: Any, batch_bytes: int, free: int | None) -> str:
     )
 
 
-def explain_loader_error(exc: BaseException, plan: Any, batch_bytes: int) -> str | None:
-    """The cause and the fix for a DataLoader failure torch reports in raw words, or None."""
+def explain_loader_error(
+    exc: BaseException, plan: Any, batch_bytes: int, where: str = "in this epoch"
+) -> str | None:
+    """The cause and the fix for a DataLoader failure torch reports in raw words, or None.
+    ``where``: which batch it was, in words."""
     text = str(exc)
     if (
         "No space left on device" in text
@@ -105,7 +108,8 @@ def explain_loader_error(exc: BaseException, plan: Any, batch_bytes: int) -> str
         )
     if "DataLoader timed out" in text:
         return (
-            f"a batch took longer than loader.timeout={plan.timeout} s to arrive: storage or "
+            f"a batch ({where}) took longer than loader.timeout={plan.timeout} s to arrive: "
+            "storage or "
             "a worker stalled. Raise loader.timeout (0 waits forever), or look at the storage "
             "(dataset.read_latency_ms emulates slow storage on purpose)."
         )
