@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loaderbench import keys, store
+from loaderbench import keys, store, ui
 from loaderbench.config import ConfigError
 
 
@@ -23,10 +23,10 @@ def test_tracking_uri_configured_else_environment_else_default(tmp_path, monkeyp
 
 
 def test_ui_command_names_the_store():
-    assert store.ui_command("sqlite:////a/mlflow.db").startswith(
+    assert ui.ui_command("sqlite:////a/mlflow.db").startswith(
         "mlflow ui --backend-store-uri sqlite:////a/mlflow.db"
     )
-    assert store.ui_command("http://host:5000") == "open http://host:5000"
+    assert ui.ui_command("http://host:5000") == "open http://host:5000"
 
 
 def test_a_missing_store_is_not_created_when_it_must_exist(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from loaderbench import keys, store
+from loaderbench import keys, store, ui
 from tests.helpers import ROOT, MlflowServer
 
 pytestmark = pytest.mark.slow
@@ -63,9 +63,9 @@ def test_the_printed_links_show_the_answer_in_the_mlflow_ui(tmp_path):
     shots = Path(os.environ.get("LOADERBENCH_UI_SHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
 
-    ui = MlflowServer(tmp_path, ui=uri).start()
+    server = MlflowServer(tmp_path, ui=uri).start()
     try:
-        local = {k: v.replace(store.LOCAL_UI, ui.url) for k, v in links.items()}
+        local = {k: v.replace(ui.LOCAL_UI, server.url) for k, v in links.items()}
         # The runs link: this sweep's children only, fastest first, the swept knob and the
         # throughput as columns, in the model-training part of the UI.
         runs = browse(local["runs"], shots / "mlflow-runs.png")
@@ -80,14 +80,14 @@ def test_the_printed_links_show_the_answer_in_the_mlflow_ui(tmp_path):
         assert "2 matching runs" in charts
         assert 0 <= charts.find("loaderbench (2)") < charts.find("throughput (")
         # The parent's page: its description holds the verdict and the call to paste.
-        base = ui.url + store.runs_page(parent.info.experiment_id, parent.info.run_id)
+        base = server.url + ui.runs_page(parent.info.experiment_id, parent.info.run_id)
         page = browse(base, shots / "mlflow-parent.png")
         verdict = parent.data.tags[keys.VERDICT_TAG]
         assert verdict.split(";")[0] in page and "DataLoader(" in page
         assert all(name in page for name in names)  # its child runs
         # A child's page: its one-line description with its headline figures.
         child = children[0]
-        page = browse(ui.url + store.runs_page(child.info.experiment_id, child.info.run_id))
+        page = browse(server.url + ui.runs_page(child.info.experiment_id, child.info.run_id))
         assert child.data.tags[keys.NOTE_TAG].split(",")[0] in page
     finally:
-        ui.stop()
+        server.stop()

@@ -23,7 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from loaderbench import keys, store, tracking
+from loaderbench import keys, store, tracking, ui
 from loaderbench.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -181,15 +181,15 @@ class SweepCallback(Callback):
         """Where to look in the MLflow UI: this sweep's runs (a saved view: fastest first, the
         swept knobs as columns), its charts, and MLflow's compare page of the children."""
         ids = [r.run_id for r in result.rows]
-        base = store.ui_base(self.tracking_uri)
+        base = ui.ui_base(self.tracking_uri)
         swept = [k for k in result.varied if k != keys.REPEAT_PARAM] or [keys.WORKERS_PARAM]
-        table, charts = store.save_sweep_view(
+        table, charts = ui.save_sweep_view(
             self.client, self.experiment_id, parent, swept, VIEW_COLUMNS
         )
         return [
             f"- runs: {base}{table}",
             f"- charts: {base}{charts}",
-            f"- compare: {base}{store.compare_page(self.experiment_id, ids)}",
+            f"- compare: {base}{ui.compare_page(self.experiment_id, ids)}",
         ]
 
     # -- end -----------------------------------------------------------------------------
@@ -201,7 +201,7 @@ class SweepCallback(Callback):
             self._finish("FINISHED")
             log.info("\n%s", result.markdown)
             log.info("report: %s (and on parent run %s)", self.sweep_dir / keys.REPORT_MD, parent)
-            log.info("look at it: %s", store.ui_command(self.tracking_uri))
+            log.info("look at it: %s", ui.ui_command(self.tracking_uri))
             for line in result.links:
                 log.info("  %s", line[2:])
             failed = [r.name for r in result.rows if r.status in ("FAILED", "KILLED")]

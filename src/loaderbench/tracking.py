@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from loaderbench import keys, offline, store
+from loaderbench import keys, offline, store, ui
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +267,8 @@ class MlflowTracker:
                 f"run {self.run_id} kept offline in {self.offline_record} (upload: "
                 f"{offline.upload_command(self.offline_dir)})"
             )
-        page = store.runs_page(self.experiment_id, self.run_id)
+        page = ui.runs_page(self.experiment_id, self.run_id)
         return (
             f"run {self.run_id} in experiment '{self.experiment}' of {self.tracking_uri}"
-            f"\nlook at it: {store.ui_command(self.tracking_uri, page)}"
+            f"\nlook at it: {ui.ui_command(self.tracking_uri, page)}"
         )
