@@ -92,9 +92,6 @@ WARMUP_S = "time/warmup_s"
 EVAL_S = "time/eval_s"  # evaluation after the epoch (not in epoch_s)
 DATA_WAIT_FRACTION = "stall/data_wait_fraction"
 LOSS_TRAIN, ACC_TRAIN, LOSS_VAL, ACC_VAL = "loss/train", "acc/train", "loss/val", "acc/val"
-SAMPLES_SEEN = "data/samples_seen"
-DUPLICATE_SAMPLES = "data/duplicate_samples"
-MISSING_SAMPLES = "data/missing_samples"
 
 # --- once per run ---------------------------------------------------------------------------
 SUMMARY_SAMPLES_PER_S = "summary/samples_per_s"
