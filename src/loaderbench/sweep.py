@@ -28,7 +28,7 @@ from loaderbench.config import ConfigError
 
 log = logging.getLogger(__name__)
 JOB_ERROR_FILE = keys.ERROR_ARTIFACT  # also written into a failed job's output directory
-_ACTIVE: SweepCallback | None = None
+_ACTIVE: SweepCallback | None = None  # the sweep this process is running, for a stop signal
 # The metric columns of a sweep's saved view in the MLflow UI, after the swept params.
 VIEW_COLUMNS = [
     keys.SUMMARY_SAMPLES_PER_S,
@@ -37,7 +37,7 @@ VIEW_COLUMNS = [
     keys.SUMMARY_DATA_WAIT,
     keys.PEAK_PSS,
     keys.SUMMARY_VAL_ACC,
-]  # the sweep this process is running, for a stop signal
+]
 
 
 @dataclass
