@@ -242,3 +242,55 @@ def test_a_stop_signal_leaves_runs_killed_no_workers_and_no_traceback(tmp_path, 
     assert [c.info.status for c in children] == ["KILLED"]  # the second job never started
     assert children[0].data.tags["loaderbench.killed_by"] == name
     assert parents[0].data.tags["loaderbench.killed_by"] == name
+
+
+def test_a_launched_job_stopped_by_sigterm_is_killed_and_the_sweep_goes_on(tmp_path):
+    """scancel and Slurm's preemption send SIGTERM to the job (then SIGKILL after a grace
+    period); submitit ignores it in its jobs. Here with submitit_local, whose jobs are the same
+    submitit job processes: one job gets SIGTERM mid-epoch."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    cmd = [
+        sys.executable, "run.py", "-m", "hydra/launcher=submitit_local",
+        "loader.num_workers=2,0", "dataset.size=4096", "dataset.image_size=32",
+        "trainer.epochs=4", "trainer.progress=false",
+        f"mlflow.tracking_uri={uri}", f"hydra.sweep.dir={tmp_path}/sweep",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    client, job, seen = None, None, set()
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        kids = psutil.Process(proc.pid).children(recursive=True)
+        seen |= {k.pid for k in kids}
+        jobs = [k for k in kids if "submitit" in " ".join(k.cmdline())]
+        running = []
+        if client is None and (tmp_path / "mlflow.db").exists():
+            client = MlflowClient(tracking_uri=uri)
+        if client is not None and (exp := client.get_experiment_by_name("loaderbench")):
+            query = "tags.`mlflow.parentRunId` != '' and attributes.status = 'RUNNING'"
+            running = [r for r in client.search_runs([exp.experiment_id], query)
+                       if r.data.metrics]  # fmt: skip
+        if jobs and running:
+            job = jobs[0]  # a job's process, mid-run
+            break
+        time.sleep(0.5)
+    assert job is not None, "no job ever ran"
+    job.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=600)
+    print(out[-4000:])
+    assert proc.returncode == 1  # a combination did not finish: said at the very end
+    assert "Traceback" not in out
+    _, (parent,), children = sweep_runs(uri)
+    assert parent.info.status == "FINISHED"
+    assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED"]
+    (killed,) = [c for c in children if c.info.status == "KILLED"]
+    assert killed.data.tags["loaderbench.killed_by"] == "SIGTERM"
+    assert parent.data.metrics["sweep/n_failed"] == 1
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    assert killed.info.run_name in report and "KILLED" in report
+    time.sleep(1)
+    alive = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not alive  # the killed job's workers were joined, nothing else is left

@@ -42,10 +42,31 @@ def install_signal_handlers() -> None:
         signal.signal(sig, _raise_interrupted)
 
 
+def _in_a_launched_job() -> bool:
+    """A job of a sweep whose launching process is another one (submitit, Slurm): there,
+    this process must handle its own stop signal and let the sweep go on."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from loaderbench import sweep
+
+    return (
+        HydraConfig.initialized()
+        and HydraConfig.get().mode == RunMode.MULTIRUN
+        and not sweep.launching_here()
+    )
+
+
 def run_job(cfg: DictConfig) -> float:
     from loaderbench.data.faults import LoaderFailure
     from loaderbench.experiment import run
 
+    launched = _in_a_launched_job()
+    if launched:
+        # submitit ignores SIGTERM in its jobs ("Bypassing signal SIGTERM"), and Slurm sends it
+        # at scancel and preemption, then SIGKILL after a grace period: the run would stay
+        # RUNNING and its workers die unjoined. Take it back.
+        install_signal_handlers()
     try:
         return run(cfg)
     except ConfigError as exc:  # single run: the message names the key and the fix
@@ -54,6 +75,14 @@ def run_job(cfg: DictConfig) -> float:
     except LoaderFailure as exc:  # recorded FAILED with its traceback; here, cause and fix
         log.error("error: %s", exc)
         sys.exit(1)
+    except Interrupted as exc:
+        if not launched:
+            raise  # this process runs the sweep: main() closes it
+        # The run is KILLED with the signal's name and its workers are joined; the sweep's
+        # other jobs go on, and its report lists this one.
+        what = f"run {exc.run_id} marked KILLED" if exc.run_id else "before its run began"
+        log.error("interrupted by %s: %s; the sweep goes on", exc.name, what)
+        return float("nan")
 
 
 def main(hydra_main: Callable[[], Any]) -> None:

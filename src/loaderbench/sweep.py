@@ -47,6 +47,11 @@ class Interruption:
     total: int | str
 
 
+def launching_here() -> bool:
+    """Whether this process launched the running sweep (its callback is open here)."""
+    return _ACTIVE is not None
+
+
 def interrupt_active_sweep(signal_name: str) -> Interruption | None:
     """Close the running sweep after a stop signal: the report of what finished, the parent
     KILLED with the signal's name. None when no sweep is open in this process."""
