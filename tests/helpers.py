@@ -173,3 +173,17 @@ class MlflowServer:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=30)
         self.proc = None
+
+
+def still_running(pids) -> list[int]:
+    """Those of ``pids`` that are alive (not gone, not zombies waiting for their parent)."""
+    import psutil
+
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.Error:
+            pass
+    return alive

@@ -16,7 +16,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import ROOT
+from loaderbench import keys, store
+from tests.helpers import ROOT, still_running
 
 TINY = [
     "dataset.size=128",
@@ -110,7 +111,9 @@ def test_failed_combination_is_recorded_and_sweep_goes_on(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     proc = run_cli(["-m", "loader.num_workers=0,-1,2"], tmp_path, uri)
     assert proc.returncode != 0
-    assert "1 combination(s) failed: w-1" in proc.stdout + proc.stderr
+    assert "1 combination(s) did not finish: w-1. A failed one has error.txt" in (
+        proc.stdout + proc.stderr
+    )
     client, parent, children = check_sweep(uri, n_finished=2, n_failed=1)
     (failed,) = [c for c in children if c.info.status == "FAILED"]
     assert failed.data.params["loader.num_workers"] == "-1"
@@ -232,8 +235,7 @@ def test_a_stop_signal_leaves_runs_killed_no_workers_and_no_traceback(tmp_path, 
     line = out.strip().splitlines()[-1]
     assert line.startswith(f"interrupted by {name}: run ") and "marked KILLED; 0 of 2 jobs" in line
     time.sleep(1)
-    alive = [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
-    assert not alive
+    assert not still_running(tree)
     with contextlib.suppress(ProcessLookupError):  # nothing of the group is left running
         os.killpg(proc.pid, 0)
         pytest.fail("a process of the sweep's group survived")
@@ -262,23 +264,20 @@ def test_a_launched_job_stopped_by_sigterm_is_killed_and_the_sweep_goes_on(tmp_p
     )  # fmt: skip
     client, job, seen = None, None, set()
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        kids = psutil.Process(proc.pid).children(recursive=True)
-        seen |= {k.pid for k in kids}
-        jobs = [k for k in kids if "submitit" in " ".join(k.cmdline())]
-        running = []
+    while time.time() < deadline and proc.poll() is None and job is None:
+        with contextlib.suppress(psutil.Error):  # a process that ended meanwhile
+            seen |= {k.pid for k in psutil.Process(proc.pid).children(recursive=True)}
         if client is None and (tmp_path / "mlflow.db").exists():
-            client = MlflowClient(tracking_uri=uri)
+            client = store.open_store(uri)  # under the lock of a store being created
         if client is not None and (exp := client.get_experiment_by_name("loaderbench")):
             query = "tags.`mlflow.parentRunId` != '' and attributes.status = 'RUNNING'"
-            running = [r for r in client.search_runs([exp.experiment_id], query)
-                       if r.data.metrics]  # fmt: skip
-        if jobs and running:
-            job = jobs[0]  # a job's process, mid-run
-            break
+            for run in client.search_runs([exp.experiment_id], query):
+                if run.data.metrics:  # mid-run: its first epoch is recorded
+                    job = int(run.data.tags[keys.JOB_ID_TAG])  # submitit_local: the job's pid
+                    break
         time.sleep(0.5)
-    assert job is not None, "no job ever ran"
-    job.send_signal(signal.SIGTERM)
+    assert job is not None, "no job was seen running"
+    os.kill(job, signal.SIGTERM)  # as Slurm signals a job: submitit forwards it to the task
     out, _ = proc.communicate(timeout=600)
     print(out[-4000:])
     assert proc.returncode == 1  # a combination did not finish: said at the very end
@@ -290,7 +289,7 @@ def test_a_launched_job_stopped_by_sigterm_is_killed_and_the_sweep_goes_on(tmp_p
     assert killed.data.tags["loaderbench.killed_by"] == "SIGTERM"
     assert parent.data.metrics["sweep/n_failed"] == 1
     report = (tmp_path / "sweep" / "report.md").read_text()
-    assert killed.info.run_name in report and "KILLED" in report
+    assert killed.info.run_name in report and "KILLED): stopped by SIGTERM" in report
+    assert f"did not finish: {killed.info.run_name} (KILLED)" in out
     time.sleep(1)
-    alive = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
-    assert not alive  # the killed job's workers were joined, nothing else is left
+    assert not still_running(seen)  # the killed job's workers were joined, nothing else is left

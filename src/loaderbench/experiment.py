@@ -33,7 +33,7 @@ from loaderbench.data.loader import close_loader
 from loaderbench.devices import configure_determinism, device_label, resolve_device
 from loaderbench.loop import EpochRunner, Progress
 from loaderbench.naming import run_name
-from loaderbench.provenance import env_tags
+from loaderbench.provenance import env_tags, scheduler_job_id
 from loaderbench.resources import ResourceMonitor
 from loaderbench.timing import EpochStats, epoch_metrics, summary_metrics
 
@@ -254,6 +254,8 @@ def _tags(launch: Launch, setup: Setup | None) -> dict[str, str]:
         tags[keys.SWEEP_DIR_TAG] = launch.sweep_dir
     if launch.output_dir:
         tags[keys.OUTPUT_DIR_TAG] = launch.output_dir
+    if job := scheduler_job_id():
+        tags[keys.JOB_ID_TAG] = job
     if setup is not None:
         tags |= env_tags(setup.device)
         tags |= {f"effective.{k}.reason": why for k, why in setup.plan.reasons.items()}

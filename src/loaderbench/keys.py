@@ -21,6 +21,9 @@ REPRODUCES_TAG = "loaderbench.reproduces"  # on a re-run: the id of the run it r
 REPRODUCE_RESULT_TAG = "loaderbench.reproduce_result"  # match / mismatch: ...
 CEILINGS_TAG = "loaderbench.ceilings"  # the bottleneck in words
 KILLED_BY_TAG = "loaderbench.killed_by"  # on a KILLED run: the signal, e.g. SIGTERM
+JOB_ID_TAG = (
+    "loaderbench.job_id"  # the scheduler's job (Slurm: 12_3 in an array; submitit_local: a pid)
+)
 EFFECTIVE_PREFIX = "effective."  # params effective.<knob>, tags effective.<knob>.reason
 ENV_PREFIX = "env."
 # What bit-exactness depends on: other versions or another CPU may round differently.

@@ -77,3 +77,12 @@ def env_tags(device: torch.device) -> dict[str, str]:
         "env.argv": " ".join(sys.argv),
     }
     return tags
+
+
+def scheduler_job_id() -> str | None:
+    """The Slurm job running this process (``ARRAYID_TASK`` in an array, as squeue and scancel
+    write it), or submitit_local's job (the pid its stop signals go to); None elsewhere."""
+    env = os.environ
+    if array := env.get("SLURM_ARRAY_JOB_ID"):
+        return f"{array}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
+    return env.get("SLURM_JOB_ID") or env.get("SUBMITIT_LOCAL_JOB_ID")

@@ -35,7 +35,9 @@ def to_row(client: Any, run: Any) -> RunRow:
     info, data = run.info, run.data
     row = RunRow(info.run_id, info.run_name or info.run_id[:8], info.status, data.params, {})
     row.metrics = dict(data.metrics)
-    if not row.finished:
+    if signal := data.tags.get(keys.KILLED_BY_TAG):
+        row.error = f"stopped by {signal} (Ctrl-C, kill, scancel or preemption)"
+    elif not row.finished:
         row.error = _stored_error(client, row.run_id)
     elif row.mode == keys.MODE_TRAIN:
         hists = {
