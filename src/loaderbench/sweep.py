@@ -110,8 +110,9 @@ class _SacctWithoutAccounting(logging.Filter):
         if not self.said:
             self.said = True
             log.info(
-                "sacct fails on this cluster (no accounting storage): submitit follows the "
-                "jobs by their result files instead; its sacct warnings are hidden"
+                "sacct failed (on a cluster without accounting storage it always does): "
+                "submitit follows the jobs by their result files instead; its further sacct "
+                "warnings are hidden"
             )
         return False
 
