@@ -47,6 +47,13 @@ def _fail(key: str, value: Any, why: str, fix: str) -> ConfigError:
     return ConfigError(f"loader.{key}={value}: {why}; {fix}")
 
 
+def _one_of(key: str, value: str | None, offered: list[str], who: str, default: str) -> None:
+    """``value`` is null or one of ``offered`` (``who``: who offers them, with ``{}``)."""
+    if value is not None and value not in offered:
+        why = who.format(", ".join(offered))
+        raise _fail(key, value, why, f"pass one of those, or null for {default}")
+
+
 def plan_loader(cfg: LoaderConfig, *, device: torch.device) -> LoaderPlan:
     """Validate ``cfg`` and normalise it for ``device``; raise ConfigError on a wrong value."""
     if cfg.batch_size < 1:
@@ -65,22 +72,20 @@ def plan_loader(cfg: LoaderConfig, *, device: torch.device) -> LoaderPlan:
             "must be at least 1 batch per worker",
             "pass loader.prefetch_factor=null for torch's default (2)",
         )
-    methods = multiprocessing.get_all_start_methods()
-    if cfg.multiprocessing_context is not None and cfg.multiprocessing_context not in methods:
-        raise _fail(
-            "multiprocessing_context",
-            cfg.multiprocessing_context,
-            f"this platform offers {', '.join(methods)}",
-            "pass one of those, or null for the platform default",
-        )
-    strategies = sorted(torch.multiprocessing.get_all_sharing_strategies())
-    if cfg.sharing_strategy is not None and cfg.sharing_strategy not in strategies:
-        raise _fail(
-            "sharing_strategy",
-            cfg.sharing_strategy,
-            f"torch offers {', '.join(strategies)} here",
-            "pass one of those, or null for torch's default",
-        )
+    _one_of(
+        "multiprocessing_context",
+        cfg.multiprocessing_context,
+        multiprocessing.get_all_start_methods(),
+        "this platform offers {}",
+        "the platform default",
+    )
+    _one_of(
+        "sharing_strategy",
+        cfg.sharing_strategy,
+        sorted(torch.multiprocessing.get_all_sharing_strategies()),
+        "torch offers {} here",
+        "torch's default",
+    )
     if cfg.timeout < 0:
         raise _fail(
             "timeout",
