@@ -218,14 +218,14 @@ class MlflowTracker:
         except Exception as exc:
             if not store.is_unreachable(exc):
                 raise
-            if self.unreachable is None:
+            first, self.unreachable = self.unreachable is None, str(exc).splitlines()[0][:200]
+            if first:
                 log.warning(
                     "tracking server %s stopped answering (%s); the run goes on and keeps its "
                     "record, to send at its end",
                     self.tracking_uri,
-                    str(exc).splitlines()[0][:200],
+                    self.unreachable,
                 )
-            self.unreachable = str(exc).splitlines()[0][:200]
             return False
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:

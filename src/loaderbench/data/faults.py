@@ -37,11 +37,23 @@ def sample_bytes(sample: Any) -> int:
     return 8  # a Python number becomes one int64/float64 in the batch
 
 
-def shm_free_bytes() -> int | None:
+def _shm_usage() -> tuple[int, int] | None:
+    """(free, total) bytes of /dev/shm, or None where there is none."""
     try:
-        return shutil.disk_usage(SHM).free
+        usage = shutil.disk_usage(SHM)
     except OSError:
         return None
+    return usage.free, usage.total
+
+
+def shm_free_bytes() -> int | None:
+    usage = _shm_usage()
+    return usage[0] if usage else None
+
+
+def _prefetch(plan: Any) -> int:
+    """Batches each worker keeps in flight (torch's default 2 when unset)."""
+    return plan.effective.get("prefetch_factor") or 2
 
 
 def check_shared_memory(plan: Any, batch_bytes: int) -> str | None:
@@ -50,7 +62,7 @@ def check_shared_memory(plan: Any, batch_bytes: int) -> str | None:
     if plan.num_workers == 0 or batch_bytes <= 0:
         return None
     free = shm_free_bytes()
-    prefetch = plan.effective.get("prefetch_factor") or 2
+    prefetch = _prefetch(plan)
     need = batch_bytes * prefetch * plan.num_workers
     if free is None or need <= free:
         return None
@@ -63,7 +75,7 @@ def check_shared_memory(plan: Any, batch_bytes: int) -> str | None:
 
 def _shm_fixes(plan: Any, batch_bytes: int, free: int | None) -> str:
     """The fixes, with the worker count and the batch size that would fit in ``free``."""
-    prefetch = plan.effective.get("prefetch_factor") or 2
+    prefetch = _prefetch(plan)
     # Besides the workers' prefetched batches, the main process holds ~2 (the one in use and
     # one being released): measured with a 16 MB /dev/shm and 224² batches: 3 images ran, 5 did not.
     per_batch = max(int((free or 0) // max(batch_bytes, 1)), 0) - HELD_BY_MAIN
@@ -91,12 +103,12 @@ def explain_loader_error(
         or "unable to allocate shared memory" in text
         or ("Bus error" in text and "shared memory" in text)
     ):
-        free, total = shm_free_bytes(), _shm_total()
+        free, total = _shm_usage() or (None, None)
         size = f"{total / MB:.0f} MB ({(free or 0) / MB:.0f} MB free now)" if total else "?"
         return (
             f"out of shared memory: workers pass batches through {SHM}, which holds {size}; "
             f"one batch needs {batch_bytes / MB:.1f} MB, x prefetch_factor "
-            f"{plan.effective.get('prefetch_factor') or 2} x {plan.num_workers} workers. "
+            f"{_prefetch(plan)} x {plan.num_workers} workers. "
             + _shm_fixes(plan, batch_bytes, free)
             + " (loader.sharing_strategy=file_system is the fix for 'too many open files', "
             "not for this.)"
@@ -109,9 +121,8 @@ def explain_loader_error(
     if "DataLoader timed out" in text:
         return (
             f"a batch ({where}) took longer than loader.timeout={plan.timeout} s to arrive: "
-            "storage or "
-            "a worker stalled. Raise loader.timeout (0 waits forever), or look at the storage "
-            "(dataset.read_latency_ms emulates slow storage on purpose)."
+            "storage or a worker stalled. Raise loader.timeout (0 waits forever), or look at "
+            "the storage (dataset.read_latency_ms emulates slow storage on purpose)."
         )
     if "killed by signal" in text or "exited unexpectedly" in text:
         return (
@@ -120,13 +131,6 @@ def explain_loader_error(
             "fewer workers or a smaller batch need less."
         )
     return None
-
-
-def _shm_total() -> int | None:
-    try:
-        return shutil.disk_usage(SHM).total
-    except OSError:
-        return None
 
 
 class WorkerSetup:
