@@ -123,3 +123,28 @@ def test_repeat_is_appendable_and_logged_as_a_param(small_cfg):
     assert cfg.bench.repeat == 1
     t = _run(cfg)
     assert t.params["bench.repeat"] == 1
+
+
+@pytest.mark.parametrize("mode", ["train", "loader_only"])
+def test_a_probe_reads_n_batches_an_epoch_skips_evaluation_and_projects(small_cfg, mode):
+    READS.clear()
+    cfg = small_cfg(
+        f"bench.mode={mode}",
+        "bench.probe_batches=4",  # of 8 batches an epoch
+        "trainer.epochs=2",
+        "loader.num_workers=0",
+        "dataset._target_=tests.test_modes.counting_shapes",
+    )
+    t = _run(cfg)
+    assert (READS["train"], READS["val"]) == (2 * 4 * BATCH, 0)
+    assert [s for s, _ in t.metrics[keys.SAMPLES_PER_S]] == [0, 1]
+    samples = t.last(keys.SAMPLES_PER_S) * t.last(keys.EPOCH_S)
+    assert samples == pytest.approx(4 * BATCH, rel=1e-9)  # what the probe measured, not more
+    assert not set(t.metrics) & set(VAL_KEYS)  # a probe's accuracy would mean nothing
+    assert math.isfinite(t.last(keys.SUMMARY_PROJECTED)) and t.last(keys.SUMMARY_PROJECTED) > 0
+    assert t.tags[keys.NOTE_TAG].startswith("probe: ")
+
+
+def test_a_probe_too_short_to_project_names_the_key(small_cfg):
+    with pytest.raises(ConfigError, match=r"bench\.probe_batches=3: must be at least 4"):
+        run(small_cfg("bench.probe_batches=3"), tracker=tracking.InMemoryTracker())

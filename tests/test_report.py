@@ -58,7 +58,7 @@ def make_sweep(client: Any, exp_id: str, children: list[RunRow], name: str = "sw
 def test_rows_read_back_as_recorded(exp: tuple[Any, str]) -> None:
     client, exp_id = exp
     children = [*basic_sweep(), child("w8-fork-bs64", status="KILLED")]
-    name, rows = report.load_sweep(client, make_sweep(client, exp_id, children, name="rows"))
+    name, rows, _ = report.load_sweep(client, make_sweep(client, exp_id, children, name="rows"))
     assert name == "rows"
     assert [r.name for r in rows] == [c.name for c in children]  # start order
     for row, c in zip(rows, children, strict=True):

@@ -4,6 +4,7 @@ SQLite store or a real `mlflow server` on 127.0.0.1; checked with MLflow's own c
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -120,6 +121,37 @@ def test_failed_combination_is_recorded_and_sweep_goes_on(tmp_path):
     assert "error.txt" in {a.path for a in client.list_artifacts(failed.info.run_id)}
     report = (tmp_path / "sweep" / "report.md").read_text()
     assert "FAILED" in report and "loader.num_workers=-1" in report
+
+
+def test_tune_probes_confirms_records_a_crashed_trial_and_leaves_batch_size_alone(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["sweep=tune", "tune.max_workers=1", "tune.probe_batches=4"]  # 1 epoch of 4 batches
+    # a context this platform lacks: that trial fails, the search goes on
+    proc = run_cli([*args, "tune.contexts=[fork,nonesuch]"], tmp_path, uri)
+    assert proc.returncode == 1  # a trial did not finish, and the end says which
+    assert "did not finish: w1-nonesuch-nopersist-pf2-probe4" in proc.stdout + proc.stderr
+    n = len(sweep_runs(uri)[2])
+    client, parent, children = check_sweep(uri, n_finished=n - 1, n_failed=1)
+    (failed,) = [c for c in children if c.info.status == "FAILED"]
+    assert failed.data.params["loader.multiprocessing_context"] == "nonesuch"
+    probes = [c for c in children if c.data.params[keys.PROBE_PARAM] == "4"]
+    full = [c for c in children if c.data.params[keys.PROBE_PARAM] == "null"]
+    for c in probes:
+        if c.info.status == "FINISHED":
+            assert math.isfinite(c.data.metrics[keys.SUMMARY_PROJECTED])
+            assert keys.SUMMARY_VAL_ACC not in c.data.metrics
+    assert len(full) >= 2 and all(c.info.status == "FINISHED" for c in full)
+    assert {c.data.params["loader.num_workers"] for c in full} == {"0", "1"}
+    assert len({c.data.metrics[keys.SUMMARY_VAL_ACC] for c in full}) == 1
+    assert parent.data.tags[keys.REPRO_TAG] == "identical"  # full runs, same training
+    assert {c.data.params["loader.batch_size"] for c in children} == {"32"}  # not tuned
+    m = parent.data.metrics
+    assert (m[keys.TUNE_TRIALS], m[keys.TUNE_PROBES]) == (n, len(probes))
+    assert m[keys.TUNE_WALL] > 0
+    assert parent.data.tags[keys.RECOMMENDATION_TAG].startswith("DataLoader(dataset, ")
+    assert "Tuned in" in parent.data.tags["mlflow.note.content"]
+    assert keys.TRIALS_PNG in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert parent.data.tags[keys.RECOMMENDATION_TAG] in proc.stdout + proc.stderr  # printed
 
 
 def test_submitit_local_launcher_gives_the_same_structure(tmp_path):

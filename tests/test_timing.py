@@ -15,6 +15,7 @@ from loaderbench.timing import (
     EpochStats,
     TimedBatches,
     block_rates,
+    projected_samples_per_s,
     steady_samples_per_s,
     throughput_interval,
 )
@@ -132,3 +133,19 @@ def test_the_interval_holds_the_throughput_and_widens_with_scatter():
 def test_too_few_steps_give_no_interval():
     low, high = throughput_interval([_epoch_with_steps([0.1] * 3)])
     assert math.isnan(low) and math.isnan(high)
+
+
+def test_a_probe_projects_start_up_as_measured_and_the_rest_at_its_second_half_rate():
+    # 1 s of start-up and a burst of 3 quick batches, then 10 samples per 0.1 s: the second
+    # half's rate is 100 samples/s, and a full epoch of 1000 samples takes the 8 measured
+    # steps' share as measured plus the rest at that rate.
+    probe = _epoch_with_steps([1.0, 0.01, 0.01, 0.01] + [0.1] * 8)  # 12 batches, 120 samples
+    t_mid, n_mid = probe.marks[5]
+    expected = t_mid + (1000 - n_mid) / 100
+    assert projected_samples_per_s([probe, probe], 1000) == pytest.approx(1000 / expected)
+
+
+def test_an_uncapped_epoch_projects_to_itself_and_a_tiny_one_to_nothing():
+    full = _epoch_with_steps([0.1] * 10)  # 100 samples: the whole epoch
+    assert projected_samples_per_s([full], 100) == pytest.approx(100)
+    assert math.isnan(projected_samples_per_s([_epoch_with_steps([0.1] * 3)], 100))

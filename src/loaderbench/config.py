@@ -8,7 +8,7 @@ the class signature is their schema.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
@@ -48,6 +48,23 @@ class BenchConfig:
     mode: str = "train"  # train, loader_only, model_only
     warmup_batches: int = 0  # per epoch, excluded from the steady figures
     memory_interval_s: float = 0.2  # how often worker memory is sampled
+    # A probe: every epoch stops after this many training batches and skips evaluation; the
+    # run also logs its throughput projected to full epochs (summary/projected_samples_per_s).
+    probe_batches: int | None = None
+
+
+@dataclass
+class TuneConfig:
+    """``sweep=tune``: what the search may cost and which values it tries (src/loaderbench/tune.py)."""
+
+    trials: int | None = None  # at most this many trials, the confirming full runs included
+    budget_s: float | None = None  # no new probe after this many wall seconds
+    batch_size: bool = False  # also search batch_size (half, as given, double): changes training
+    probe_batches: int = 20  # a probe's batches per epoch
+    max_workers: int | None = None  # null: 2 × the cores this process may use
+    contexts: list[str] | None = None  # null: every start method of the platform
+    prefetch_factors: list[int] = field(default_factory=lambda: [2, 4])
+    confirm_within: float = 0.1  # confirm the runner-up too when its probe is this close
 
 
 @dataclass
@@ -66,6 +83,7 @@ def register_configs() -> None:
     cs.store(group="schema/device", name="base", node=DeviceConfig)
     cs.store(group="schema/bench", name="base", node=BenchConfig)
     cs.store(group="schema/mlflow", name="base", node=MlflowConfig)
+    cs.store(group="schema/tune", name="base", node=TuneConfig)
 
 
 class ConfigError(ValueError):

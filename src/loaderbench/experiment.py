@@ -8,6 +8,7 @@ opened in the tracking store, so a typo costs nothing and leaves nothing RUNNING
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import traceback
@@ -35,7 +36,12 @@ from loaderbench.loop import EpochRunner, Progress
 from loaderbench.naming import run_name
 from loaderbench.provenance import env_tags, scheduler_job_id
 from loaderbench.resources import ResourceMonitor
-from loaderbench.timing import EpochStats, epoch_metrics, summary_metrics
+from loaderbench.timing import (
+    EpochStats,
+    epoch_metrics,
+    projected_samples_per_s,
+    summary_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +157,9 @@ def prepare(cfg: DictConfig) -> Setup:
         raise ConfigError(f"trainer.epochs={cfg.trainer.epochs}: must be at least 1")
     if cfg.bench.warmup_batches < 0:
         raise ConfigError(f"bench.warmup_batches={cfg.bench.warmup_batches}: must be 0 or more")
+    probe = cfg.bench.probe_batches
+    if probe is not None and probe < 4:  # its projection needs two halves of two steps each
+        raise ConfigError(f"bench.probe_batches={probe}: must be at least 4, or null")
     device = resolve_device(cfg.device.type)
     plan = plan_loader(cfg.loader, device=device)
     configure_determinism(cfg.trainer.deterministic, device)
@@ -197,6 +206,7 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
         s.train_loader,
         s.val_loader,
         channels_last=s.channels_last,
+        max_batches=cfg.bench.probe_batches,
     )
     before_epoch = getattr(s.data.train, "before_epoch", None)
     epochs: list[EpochStats] = []
@@ -204,7 +214,8 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
         s.train_loader.sampler.set_epoch(epoch)
         if before_epoch is not None:
             before_epoch(epoch)  # e.g. drop the files from the page cache: a really cold read
-        progress = Progress(len(s.train_loader), f"epoch {epoch}", enabled=cfg.trainer.progress)
+        total = min(len(s.train_loader), cfg.bench.probe_batches or len(s.train_loader))
+        progress = Progress(total, f"epoch {epoch}", enabled=cfg.trainer.progress)
         try:
             stats = runner.run_epoch(
                 epoch, warmup_batches=cfg.bench.warmup_batches, progress=progress
@@ -218,13 +229,12 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
             progress.close()
         tracker.log_metrics(epoch_metrics(stats), step=epoch)
         log.info(
-            "epoch %d: %.0f samples/s, waiting for data %.0f%% of the time%s",
+            "epoch %d: %.0f samples/s, waiting for data %.0f%% of the time%s%s",
             epoch,
             stats.samples_per_s,
             100 * stats.data_wait_fraction,
-            f", train loss {stats.loss:.4f}, val acc {stats.val_acc:.3f}"
-            if s.mode == "train"
-            else "",
+            f", train loss {stats.loss:.4f}" if s.mode == "train" else "",
+            f", val acc {stats.val_acc:.3f}" if not math.isnan(stats.val_acc) else "",
         )
         epochs.append(stats)
     return epochs
@@ -265,7 +275,8 @@ def _tags(launch: Launch, setup: Setup | None) -> dict[str, str]:
 def run(
     cfg: DictConfig, tracker: tracking.Tracker | None = None, launch: Launch | None = None
 ) -> float:
-    """Run one job; return its summary samples/s (the objective a Hydra sweeper can use).
+    """Run one job; return its summary samples/s (the objective a Hydra sweeper can use), or
+    for a probe its projection to full epochs.
 
     In a multirun a failing job is recorded as FAILED (with ``error.txt``) and returns NaN, so
     the sweep goes on; in a single run the error propagates after it is recorded.
@@ -291,13 +302,17 @@ def run(
         wall_s = time.perf_counter() - wall0
         summary = summary_metrics(epochs, wall_s)
         summary |= monitor.usage.metrics(wall_s) | {keys.SETUP_S: setup_s}
+        if cfg.bench.probe_batches is not None:
+            summary[keys.SUMMARY_PROJECTED] = projected_samples_per_s(
+                epochs, epoch_samples(setup.train_loader)
+            )
         tracker.log_metrics(summary)
         line = summary_line(summary, setup.data, setup.device)
         tracker.set_tags({keys.NOTE_TAG: line})
         tracker.end("FINISHED")
         log.info("%s", line)
         log.info("recorded: %s", tracker.where())
-        return summary[keys.SUMMARY_SAMPLES_PER_S]
+        return summary.get(keys.SUMMARY_PROJECTED, summary[keys.SUMMARY_SAMPLES_PER_S])
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (cli.Interrupted): KILLED, say which
         if started:
             tracker.set_tags({keys.KILLED_BY_TAG: getattr(exc, "name", "SIGINT")})
@@ -327,6 +342,11 @@ def run(
             close_loader(setup.val_loader)
 
 
+def epoch_samples(loader: Any) -> int:
+    """Training samples in one full epoch: the sampler's, less a dropped last batch."""
+    return min(len(loader) * loader.batch_size, len(loader.sampler))
+
+
 def summary_line(summary: dict[str, float], data: DatasetPair, device: torch.device) -> str:
     """The run's headline figures in one line: printed, and the run's description in the UI."""
     get = summary.get
@@ -337,6 +357,10 @@ def summary_line(summary: dict[str, float], data: DatasetPair, device: torch.dev
         f"), waiting for data {get(keys.SUMMARY_DATA_WAIT):.0%} of training time, "
         f"first batch after {get(keys.SUMMARY_FIRST_BATCH):.2f} s"
     )
+    if keys.SUMMARY_PROJECTED in summary:
+        line = (
+            f"probe: {get(keys.SUMMARY_PROJECTED):.0f} samples/s projected to full epochs; {line}"
+        )
     if keys.SUMMARY_VAL_ACC in summary:
         line += f", val acc {get(keys.SUMMARY_VAL_ACC):.3f} (chance {1 / data.num_classes:.3f})"
     return f"{line}, peak memory {get(keys.PEAK_RSS):.0f} MB, on {device_label(device)}"

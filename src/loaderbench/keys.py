@@ -20,6 +20,7 @@ ROLE_SWEEP, ROLE_JOB = "sweep", "job"
 REPRODUCES_TAG = "loaderbench.reproduces"  # on a re-run: the id of the run it re-ran
 REPRODUCE_RESULT_TAG = "loaderbench.reproduce_result"  # match / mismatch: ...
 CEILINGS_TAG = "loaderbench.ceilings"  # the bottleneck in words
+RECOMMENDATION_TAG = "loaderbench.dataloader"  # a sweep parent: the DataLoader(...) to paste
 KILLED_BY_TAG = "loaderbench.killed_by"  # on a KILLED run: the signal, e.g. SIGTERM
 JOB_ID_TAG = (
     "loaderbench.job_id"  # the scheduler's job (Slurm: 12_3 in an array; submitit_local: a pid)
@@ -55,11 +56,13 @@ BASE_CONFIG_ARTIFACT = "base_config.yaml"  # a sweep parent: the unresolved base
 OFFLINE_DIR = "mlflow-offline"
 REPORT_MD, REPORT_CSV = "report.md", "report.csv"
 THROUGHPUT_PNG, STALL_PNG = "throughput.png", "stall.png"
+TRIALS_PNG = "trials.png"  # a tune sweep: throughput per trial, in order
 
 # --- params (config paths the code reads back from the store) -------------------------------
 WORKERS_PARAM = "loader.num_workers"
 MODE_PARAM = "bench.mode"
 REPEAT_PARAM = "bench.repeat"
+PROBE_PARAM = "bench.probe_batches"  # set: the run is a tuner's probe, not a full run
 MODE_TRAIN = "train"
 MODES = (MODE_TRAIN, "loader_only", "model_only")  # the values of bench.mode
 # Loader settings that do nothing without worker processes.
@@ -108,6 +111,8 @@ SUMMARY_VAL_ACC = "summary/val_acc"
 SUMMARY_TRAIN_LOSS = "summary/train_loss"
 SUMMARY_WALL = "summary/wall_s"
 SUMMARY_WARMUP_BATCHES = "summary/warmup_batches"
+# A probe's (bench.probe_batches) throughput projected to full epochs: what the tuner ranks.
+SUMMARY_PROJECTED = "summary/projected_samples_per_s"
 SETUP_S = "time/setup_s"  # validation, dataset, model and loaders, before the first epoch
 PEAK_RSS = "memory/peak_rss_mb"
 PEAK_PSS = "memory/peak_pss_mb"
@@ -125,6 +130,8 @@ SWEEP_N_RUNS = "sweep/n_runs"
 SWEEP_N_FAILED = "sweep/n_failed"
 SWEEP_BEST = "sweep/best_samples_per_s"
 SWEEP_EFFICIENCY = "sweep/pipeline_efficiency"  # train ÷ min(loader_only, model_only)
+# A tune sweep (sweep=tune): its trials (probes and full runs), its probes and its wall time.
+TUNE_TRIALS, TUNE_PROBES, TUNE_WALL = "tune/trials", "tune/probes", "tune/wall_s"
 
 EPOCH_KEYS = (SAMPLES_PER_S, EPOCH_S, DATA_WAIT_S, COMPUTE_S, DATA_WAIT_FRACTION)
 EPOCH_MODEL_KEYS = (LOSS_TRAIN, ACC_TRAIN, LOSS_VAL, ACC_VAL)

@@ -70,16 +70,21 @@ def train_one_epoch(
     *,
     epoch: int,
     warmup_batches: int = 0,
+    max_batches: int | None = None,
     channels_last: bool = False,
     progress: Progress | None = None,
 ) -> EpochStats:
-    """One training pass; loss and accuracy are summed on the device and read once at the end."""
+    """One training pass (the first ``max_batches`` only, if set); loss and accuracy are summed
+    on the device and read once at the end."""
     model.train()
     stats = EpochStats(epoch=epoch)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     start = time.perf_counter()
-    for batch in TimedBatches(loader, device, stats, warmup_batches=warmup_batches):
+    batches = TimedBatches(
+        loader, device, stats, warmup_batches=warmup_batches, max_batches=max_batches
+    )
+    for batch in batches:
         images, labels = _to_device(batch, device, channels_last)
         logits = model(images)
         loss = nn.functional.cross_entropy(logits, labels)
@@ -119,6 +124,7 @@ def iterate_loader(
     *,
     epoch: int,
     warmup_batches: int = 0,
+    max_batches: int | None = None,
     progress: Progress | None = None,
 ) -> EpochStats:
     """The loader's ceiling: fetch every batch and move it to the device, no model.
@@ -128,7 +134,10 @@ def iterate_loader(
     """
     stats = EpochStats(epoch=epoch)
     start = time.perf_counter()
-    for batch in TimedBatches(loader, device, stats, warmup_batches=warmup_batches):
+    batches = TimedBatches(
+        loader, device, stats, warmup_batches=warmup_batches, max_batches=max_batches
+    )
+    for batch in batches:
         _to_device(batch, device, channels_last=False)
         if progress is not None:
             progress.update(stats, start)
@@ -144,6 +153,7 @@ def train_cached_batch(
     epoch: int,
     steps: int,
     warmup_batches: int = 0,
+    max_batches: int | None = None,
     channels_last: bool = False,
     progress: Progress | None = None,
 ) -> EpochStats:
@@ -156,6 +166,7 @@ def train_cached_batch(
         device,
         epoch=epoch,
         warmup_batches=warmup_batches,
+        max_batches=max_batches,
         channels_last=False,
         progress=progress,
     )
@@ -170,6 +181,9 @@ class EpochRunner:
     - ``loader_only``: :func:`iterate_loader`, the loader's ceiling;
     - ``model_only``: :func:`train_cached_batch` on one batch fetched once, outside the clock;
       its fetch time is reported as the first-batch latency (the real cost of a batch).
+
+    ``max_batches`` makes every epoch a probe: it stops after that many batches, and in
+    ``train`` mode skips the evaluation (a probe's accuracy would mean nothing).
     """
 
     mode: str
@@ -179,6 +193,7 @@ class EpochRunner:
     train_loader: Any
     val_loader: Any
     channels_last: bool = False
+    max_batches: int | None = None
     _batch: Any = None
     _fetch_s: float = math.nan
 
@@ -189,7 +204,12 @@ class EpochRunner:
     def run_epoch(
         self, epoch: int, *, warmup_batches: int = 0, progress: Progress | None = None
     ) -> EpochStats:
-        common = dict(epoch=epoch, warmup_batches=warmup_batches, progress=progress)
+        common = dict(
+            epoch=epoch,
+            warmup_batches=warmup_batches,
+            max_batches=self.max_batches,
+            progress=progress,
+        )
         if self.mode == "loader_only":
             return iterate_loader(self.train_loader, self.device, **common)
         if self.mode == "model_only":
@@ -217,6 +237,8 @@ class EpochRunner:
             channels_last=self.channels_last,
             **common,
         )
+        if self.max_batches is not None:
+            return stats
         t0 = time.perf_counter()
         stats.val_loss, stats.val_acc = evaluate(
             self.model, self.val_loader, self.device, channels_last=self.channels_last

@@ -14,11 +14,17 @@ from omegaconf import DictConfig, OmegaConf
 from loaderbench.config import LoaderConfig
 
 NAME_LIMIT = 40  # characters: a run name is a table cell in the MLflow UI
-_SHORT = {"num_workers": "w", "batch_size": "bs", "prefetch_factor": "pf", "repeat": "r"}
+_SHORT = {
+    "num_workers": "w",
+    "batch_size": "bs",
+    "prefetch_factor": "pf",
+    "repeat": "r",
+    "probe_batches": "probe",
+}
 _FLAGS = {"pin_memory": "pin", "persistent_workers": "persist", "drop_last": "droplast"}
 
 
-def _label(key: str, value: Any) -> str:
+def label(key: str, value: Any) -> str:
     """One swept setting, compact: ``w2``, ``pin``/``nopin``, ``spawn``, ``lr=0.1``."""
     leaf = key.rsplit(".", 1)[-1]
     if leaf in _SHORT:
@@ -33,7 +39,8 @@ def _label(key: str, value: Any) -> str:
 def run_name(cfg: DictConfig, swept: list[str] | None = None) -> str:
     """A name made of what varies, e.g. ``w2-spawn``, at most 40 characters.
 
-    In a sweep: the swept keys' values only (constants live on the parent). A single run: the
+    In a sweep: the swept keys' values only (constants live on the parent), leaving out a key
+    at null (torch's default, e.g. no prefetch_factor at num_workers=0). A single run: the
     worker count and any loader knob set away from torch's default.
     """
     if swept is None:
@@ -52,7 +59,9 @@ def run_name(cfg: DictConfig, swept: list[str] | None = None) -> str:
     parts = []
     for key in swept:
         value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
         if isinstance(value, DictConfig):  # a group (dataset=tensor): its option's name
             value = value.get("name", key.rsplit(".", 1)[-1])
-        parts.append(_label(key, value))
+        parts.append(label(key, value))
     return "-".join(parts)[:NAME_LIMIT] or "run"

@@ -58,10 +58,25 @@ def interrupt_active_sweep(signal_name: str) -> Interruption | None:
     return _ACTIVE.interrupt(signal_name) if _ACTIVE is not None else None
 
 
+def log_on_parent(metrics: dict[str, float]) -> None:
+    """Metrics on the running sweep's parent run (a sweeper's own figures); nothing when no
+    sweep is open here or tracking is off."""
+    if _ACTIVE is not None and _ACTIVE.parent_run_id is not None:
+        store.log_batch(
+            _ACTIVE.client, _ACTIVE.parent_run_id, metrics=[(k, v, 0) for k, v in metrics.items()]
+        )
+
+
 def sweep_grid(config: DictConfig) -> tuple[list[str], int | None]:
     """The swept keys (in command-line order, then the preset's) and the number of jobs, from
-    Hydra's own override grammar; the count is None where it is not a finite grid."""
+    Hydra's own override grammar; the count is None where it is not a finite grid (a tune
+    sweep's trials depend on what its probes find)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if "loaderbench_tune" in str(config.hydra.sweeper.get("_target_", "")):
+        from loaderbench import tune
+
+        return tune.tuned_keys(config), None
 
     overrides = OverridesParser.create().parse_overrides(sweep_definition(config).split(" "))
     swept, total = [], 1

@@ -86,9 +86,16 @@ class TimedBatches:
     """
 
     def __init__(
-        self, loader: Iterable, device: torch.device, stats: EpochStats, *, warmup_batches: int = 0
+        self,
+        loader: Iterable,
+        device: torch.device,
+        stats: EpochStats,
+        *,
+        warmup_batches: int = 0,
+        max_batches: int | None = None,
     ):
         self.loader, self.device, self.stats, self.warmup = loader, device, stats, warmup_batches
+        self.limit = max_batches  # a probe stops the epoch here (None: the whole epoch)
 
     def __iter__(self) -> Iterator[Any]:
         s, clock = self.stats, time.perf_counter
@@ -118,6 +125,8 @@ class TimedBatches:
                 )
             t0 = clock()
             s.marks.append((t0 - start, s.samples))
+            if s.batches == self.limit:
+                break
         synchronize(self.device)
         s.epoch_s = clock() - start
 
@@ -157,6 +166,26 @@ def throughput_interval(
     means = sorted(statistics.fmean(rng.choices(rates, k=len(rates))) for _ in range(resamples))
     tail = (1 - level) / 2
     return means[int(tail * resamples)], means[int((1 - tail) * resamples) - 1]
+
+
+def projected_samples_per_s(epochs: list[EpochStats], full_samples: int) -> float:
+    """What capped epochs (a probe, ``bench.probe_batches``) would have delivered over full
+    epochs of ``full_samples``: each epoch's first half as measured (worker start-up, the
+    prefetch burst) plus the rest at the rate of its second half, which is past both.
+    NaN when an epoch is too short to have a second half."""
+    seconds = 0.0
+    for e in epochs:
+        if e.samples >= full_samples:  # not capped: as measured
+            seconds += e.epoch_s
+            continue
+        if len(e.marks) < 4:
+            return float("nan")
+        t_mid, n_mid = e.marks[len(e.marks) // 2 - 1]
+        t_end, n_end = e.marks[-1]
+        if t_end <= t_mid:
+            return float("nan")
+        seconds += t_mid + (full_samples - n_mid) * (t_end - t_mid) / (n_end - n_mid)
+    return len(epochs) * full_samples / seconds if seconds > 0 else float("nan")
 
 
 def steady_samples_per_s(epochs: list[EpochStats]) -> float:

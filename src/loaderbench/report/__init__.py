@@ -87,6 +87,8 @@ def publish_report(
         keys.REPRO_TAG: result.reproducibility,
         keys.NOTE_TAG: render.note(result, links),
     }
+    if result.recommendation:
+        tags[keys.RECOMMENDATION_TAG] = result.recommendation
     if result.ceilings:
         tags[keys.CEILINGS_TAG] = "; ".join(result.ceilings)[:4000]
     store.log_batch(client, parent_run_id, metrics=metrics, tags=tags)

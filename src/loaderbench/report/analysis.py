@@ -38,6 +38,11 @@ class RunRow:
     def mode(self) -> str:
         return self.params.get(MODE, keys.MODE_TRAIN)
 
+    @property
+    def probe(self) -> bool:
+        """A tuner's probe (capped epochs, no evaluation): ranked, never the answer."""
+        return self.params.get(keys.PROBE_PARAM, "None") not in ("None", "null", "")
+
     def value(self, key: str) -> float:
         return self.metrics.get(key, math.nan)
 
@@ -84,6 +89,8 @@ class Analysis:
     reproducibility: str  # the REPRO_TAG value: identical / mismatch: ... / n/a
     ceilings: list[str]
     efficiencies: list[float] = field(default_factory=list)  # one per ceilings line
+    search: dict[str, float] = field(default_factory=dict)  # a tuner's tune/* figures
+    pick: Group | None = None  # what the recommendation recommends (best, or simpler in noise)
 
     @property
     def n_runs(self) -> int:
@@ -99,13 +106,16 @@ class Analysis:
         return self.best.median() if self.best else None
 
 
-def analyze(name: str, rows: list[RunRow]) -> Analysis:
-    """The whole analysis of a sweep called ``name`` with these children (in start order)."""
+def analyze(name: str, rows: list[RunRow], search: dict[str, float] | None = None) -> Analysis:
+    """The whole analysis of a sweep called ``name`` with these children (in start order).
+    A tuner's probes are listed but decide nothing: the verdict, the reproducibility check and
+    the ceilings read full runs only."""
     varied = varied_params(rows)
     groups = group_repeats(rows, varied)
-    v = make_verdict(groups)
-    warnings, repro = check_reproducibility(rows, varied)
-    ceilings, efficiencies = find_ceilings(groups)
+    full = [g for g in groups if not g.runs[0].probe]
+    v = make_verdict(full)
+    warnings, repro = check_reproducibility([r for r in rows if not r.probe], varied)
+    ceilings, efficiencies = find_ceilings(full)
     recommendation = verdict.snippet(v.pick.runs[0]) if v.pick else ""
     return Analysis(
         name,
@@ -121,6 +131,8 @@ def analyze(name: str, rows: list[RunRow]) -> Analysis:
         repro,
         ceilings,
         efficiencies,
+        search or {},
+        v.pick,
     )
 
 

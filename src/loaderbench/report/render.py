@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import statistics
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from loaderbench.report.analysis import REPEAT, WORKERS, Analysis, Group, RunRow
 
 COLUMNS = {  # summary key -> (table header, display format); the table shows them in this order
     keys.SUMMARY_SAMPLES_PER_S: ("samples/s", ".0f"),
+    keys.SUMMARY_PROJECTED: ("projected samples/s (probe)", ".0f"),
     keys.SUMMARY_STEADY: ("steady samples/s", ".0f"),
     keys.SUMMARY_FIRST_BATCH: ("first batch (s)", ".3g"),
     keys.SUMMARY_DATA_WAIT: ("data wait", ".1%"),
@@ -26,7 +28,12 @@ COLUMNS = {  # summary key -> (table header, display format); the table shows th
     keys.CPU_UTILIZATION: ("CPU (cores busy)", ".3g"),
     keys.SUMMARY_VAL_ACC: ("val acc", ".1%"),
 }
-OPTIONAL = (keys.PEAK_PSS, keys.WORKERS_PSS, keys.CPU_UTILIZATION)  # only when a run has them
+OPTIONAL = (
+    keys.SUMMARY_PROJECTED,
+    keys.PEAK_PSS,
+    keys.WORKERS_PSS,
+    keys.CPU_UTILIZATION,
+)  # only when a run has them
 
 
 def _table(header: list[str], body: list[list[Any]]) -> list[str]:
@@ -71,6 +78,20 @@ def _recommendation(a: Analysis) -> list[str]:
     return ["## Use this", "", "```python", a.recommendation, "```", "", a.why, ""]
 
 
+def search_line(a: Analysis) -> str:
+    """How a tune sweep got its answer, in one sentence ("" for a grid)."""
+    if not a.search:
+        return ""
+    n, probes = int(a.search.get(keys.TUNE_TRIALS, 0)), int(a.search.get(keys.TUNE_PROBES, 0))
+    batches = {r.params.get(keys.PROBE_PARAM) for r in a.rows if r.probe}
+    each = f" of {batches.pop()} batches an epoch" if len(batches) == 1 else ""
+    return (
+        f"Tuned in {n} trials ({probes} probes{each}, ranked by their throughput projected to "
+        f"full epochs, then {n - probes} full runs, which alone decide) in "
+        f"{a.search.get(keys.TUNE_WALL, math.nan):.0f} s."
+    )
+
+
 def _interval(row: RunRow) -> str:
     low, high = row.value(keys.SUMMARY_STEADY_LOW), row.value(keys.SUMMARY_STEADY_HIGH)
     return "–" if math.isnan(low) else f"{low:.0f}–{high:.0f}"
@@ -80,6 +101,8 @@ def note(a: Analysis, links: list[str] = ()) -> str:
     """The parent run's description (``mlflow.note.content``, markdown the MLflow UI renders):
     the verdict, what to paste, and a compact table, so the UI shows the answer."""
     out = [f"**Verdict.** {a.verdict}", "", *_recommendation(a)]
+    if line := search_line(a):
+        out += [line, ""]
     body = [
         [
             r.name,
@@ -101,6 +124,8 @@ def markdown(a: Analysis) -> str:
     cols = _metric_keys(a.rows)
     out = [f"# Sweep report: {a.name}", "", f"**Verdict.** {a.verdict}", ""]
     out += _recommendation(a)
+    if line := search_line(a):
+        out += ["## Search", "", line, ""]
     if a.warnings:
         out += ["## ⚠ Reproducibility warning", ""]
         out += ["Runs that differ only in loader settings should train identically, but:", ""]
@@ -175,11 +200,41 @@ def plot(a: Analysis, key: str, scale: float, ylabel: str, title: str, path: Pat
     plt.close(fig)
 
 
+def trials_plot(a: Analysis, path: Path) -> None:
+    """A tune sweep's trials in the order they ran: a probe's projected throughput, a full
+    run's measured one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(a.rows)), 4.5))
+    for i, r in enumerate(a.rows):
+        value = r.value(keys.SUMMARY_PROJECTED if r.probe else keys.SUMMARY_SAMPLES_PER_S)
+        if r.finished and not math.isnan(value):
+            ax.bar(i, value, color="tab:gray" if r.probe else "tab:blue")
+    ax.bar([], [], color="tab:gray", label="probe (projected to full epochs)")
+    ax.bar([], [], color="tab:blue", label="full run (measured)")
+    ax.set_xticks(range(len(a.rows)), [r.name for r in a.rows], rotation=60, ha="right")
+    ax.set(ylabel="training throughput (samples/s)", title=f"{a.name}: trials in order")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plots(a: Analysis, out: Path) -> list[Path]:
-    """throughput.png and stall.png in ``out``."""
+    """throughput.png and stall.png in ``out`` (of the full runs), and a tune sweep's
+    trials.png."""
     paths = [out / keys.THROUGHPUT_PNG, out / keys.STALL_PNG]
+    full = replace(a, rows=[r for r in a.rows if not r.probe])
     tput = "training throughput (samples/s, data waiting included)"
-    plot(a, keys.SUMMARY_SAMPLES_PER_S, 1.0, tput, f"{a.name}: throughput", paths[0])
+    plot(full, keys.SUMMARY_SAMPLES_PER_S, 1.0, tput, f"{a.name}: throughput", paths[0])
     stall = "time blocked waiting for data (% of training time)"
-    plot(a, keys.SUMMARY_DATA_WAIT, 100.0, stall, f"{a.name}: data stall", paths[1])
+    plot(full, keys.SUMMARY_DATA_WAIT, 100.0, stall, f"{a.name}: data stall", paths[1])
+    if any(r.probe for r in a.rows):
+        paths.append(out / keys.TRIALS_PNG)
+        trials_plot(a, paths[-1])
     return paths

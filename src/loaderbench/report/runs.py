@@ -47,8 +47,10 @@ def to_row(client: Any, run: Any) -> RunRow:
     return row
 
 
-def load_sweep(client: Any, parent_run_id: str) -> tuple[str, list[RunRow]]:
-    """(sweep name, children in start order) of a sweep's parent run."""
+def load_sweep(client: Any, parent_run_id: str) -> tuple[str, list[RunRow], dict[str, float]]:
+    """(sweep name, children in start order, the search's own figures if a tuner logged them
+    on the parent) of a sweep's parent run."""
     parent = store.sweep_parent(client, parent_run_id)
     rows = [to_row(client, run) for run in store.child_runs(client, parent)]
-    return parent.info.run_name or parent_run_id, rows
+    search = {k: v for k, v in parent.data.metrics.items() if k.startswith("tune/")}
+    return parent.info.run_name or parent_run_id, rows, search

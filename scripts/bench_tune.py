@@ -1,0 +1,138 @@
+"""Does ``sweep=tune`` find what an exhaustive grid finds, for a third of its cost?
+
+    python scripts/bench_tune.py                    # three workloads, ~40 min on 2 cores
+    python scripts/bench_tune.py --only shapes
+
+For each workload it runs, as a user would (``python run.py``, MLflow on SQLite in a temporary
+folder), first ``sweep=tune``, then the exhaustive grid over the same knobs and values: every
+num_workers from 0 to 2 × the cores, and with workers every multiprocessing context ×
+persistent_workers × prefetch_factor 2, 4 (num_workers=0 once: torch ignores the worker knobs
+there). Both run 2 epochs. G and T are the two commands' wall times; X is the grid's fastest
+run, Y the tuner's answer (the setting its report recommends) as its own full run measured.
+
+Workloads (trainer.epochs=2):
+
+- ``tensor``: in-memory tensors, 1,024 images of 3×224², transforms=none (workers only add IPC);
+- ``shapes``: the default job (generated shapes, basic transforms, SmallCNN);
+- ``jpeg``: 2,048 JPEGs of 64² (written by scripts/make_imagefolder.py) with transforms=augment:
+  decoding and augmenting is the bottleneck.
+
+Prints ``<workload> grid best X/s in Gs; tune found Y/s in Ts; quality Y/X; cost T/G``. A
+measurement, not a test: it always exits 0 once the runs have run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = ["trainer.epochs=2"]
+WORKLOADS = {
+    "tensor": [
+        "dataset=tensor",
+        "dataset.size=1024",
+        "dataset.val_size=128",
+        "dataset.image_size=224",
+        "transforms=none",
+    ],
+    "shapes": [],
+    "jpeg": ["dataset=imagefolder", "transforms=augment"],  # + dataset.root, made below
+}
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def grid_commands(overrides: list[str]) -> list[list[str]]:
+    """The same knobs and values the tuner searches, every distinct combination."""
+    workers = ",".join(str(w) for w in range(1, 2 * cores() + 1))
+    return [
+        ["-m", *overrides, "loader.num_workers=0"],
+        [
+            "-m",
+            *overrides,
+            f"loader.num_workers={workers}",
+            "loader.multiprocessing_context=fork,spawn,forkserver",
+            "loader.persistent_workers=false,true",
+            "loader.prefetch_factor=2,4",
+        ],
+    ]
+
+
+def run(args: list[str], tmp: Path, tag: str) -> tuple[float, str]:
+    """One ``python run.py`` command: (wall seconds, its tracking URI)."""
+    uri = f"sqlite:///{tmp / (tag + '.db')}"
+    cmd = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        *args,
+        "trainer.progress=false",
+        f"mlflow.tracking_uri={uri}",
+        f"hydra.sweep.dir={tmp / tag}",
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+    wall = time.perf_counter() - t0
+    if proc.returncode not in (0, 1):  # 1: a combination failed; the rest still counts
+        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return wall, uri
+
+
+def analysis(uri: str):
+    from loaderbench import store
+    from loaderbench.report import analyze_sweep
+
+    client = store.open_store(uri, must_exist=True)
+    return analyze_sweep(client, store.latest_sweep(client))
+
+
+def measure(name: str, overrides: list[str], tmp: Path) -> str:
+    t_wall, t_uri = run(["sweep=tune", *overrides], tmp, f"{name}-tune")
+    tuned = analysis(t_uri)
+    y, found = tuned.pick.median(), tuned.pick.label
+    g_wall, best, best_name = 0.0, 0.0, ""
+    for i, args in enumerate(grid_commands(overrides)):
+        wall, uri = run(args, tmp, f"{name}-grid{i}")
+        g_wall += wall
+        grid = analysis(uri)
+        if grid.best is not None and grid.best.median() > best:
+            best, best_name = grid.best.median(), grid.best.label
+    print(f"  {name}: grid's best {best_name}; tune's answer {found} ({tuned.verdict})")
+    return (
+        f"{name} grid best {best:.0f}/s in {g_wall:.0f}s; tune found {y:.0f}/s in "
+        f"{t_wall:.0f}s; quality {y / best:.3f}; cost {t_wall / g_wall:.3f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
+    a = p.parse_args(argv)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"{cores()} cores, load average {load:.1f}", flush=True)
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="bench_tune-") as tmp:
+        tmp = Path(tmp)
+        for name in a.only:
+            overrides = [*WORKLOADS[name], *EPOCHS]
+            if name == "jpeg":
+                folder = tmp / "jpeg"
+                make = [sys.executable, str(ROOT / "scripts" / "make_imagefolder.py")]
+                make += ["--out", str(folder), "--count", "2048", "--val-count", "256"]
+                subprocess.run(make, check=True, capture_output=True)
+                overrides.append(f"dataset.root={folder}")
+            lines.append(measure(name, overrides, tmp))
+            print(lines[-1], flush=True)
+    print("\n".join(["", *lines]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+"""``sweep=tune``: find the fastest loader settings for a third of a grid's cost.
+
+The knobs that leave training unchanged are nearly separable, and the search uses that:
+
+1. **workers**: every ``num_workers`` from 0 to ``tune.max_workers`` (2 × the cores), with the
+   cheapest start-up (the first context, persistent workers when there is more than one
+   epoch). The worker count sets the steady rate: how the loader's processes and the training
+   step share the cores.
+2. **start-up**: for the fastest setting with workers, every other context (and, on an
+   accelerator, pinning), then the other persistence with the best context. A context's
+   start-up cost does not depend on persistence, which only decides how often it is paid.
+3. **prefetch**: the other ``tune.prefetch_factors`` for the fastest so far (the queue depth).
+
+Each of those trials is a *probe*: the user's own job with ``bench.probe_batches`` batches an
+epoch and no evaluation, ranked by its throughput projected to full epochs
+(:func:`loaderbench.timing.projected_samples_per_s`: start-up as measured, the rest at the
+probe's steady rate). Then full runs *confirm*: the best probe, the runner-up when its
+projection is within ``tune.confirm_within`` of the best, and the best of the other side
+(``num_workers=0`` when the best has workers, else the best with workers). The sweep's report
+decides among the full runs with its usual noise rule, so the answer (parent tags
+``loaderbench.winner`` and ``loaderbench.dataloader``, the ``DataLoader(...)`` snippet) comes
+from full runs only. ``tune.trials`` (all trials) and ``tune.budget_s`` (wall seconds) stop
+the probing early; the confirming runs always run: they are the answer.
+
+Trials are launched through Hydra's launcher, so they are child runs of the sweep's parent like
+any grid's, under any launcher; a trial that fails is recorded FAILED and the search goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from omegaconf import DictConfig
+
+from loaderbench import keys, naming
+from loaderbench.config import ConfigError
+
+log = logging.getLogger(__name__)
+WORKERS = keys.WORKERS_PARAM
+CONTEXT, PERSISTENT = "loader.multiprocessing_context", "loader.persistent_workers"
+PREFETCH, PIN, BATCH = "loader.prefetch_factor", "loader.pin_memory", "loader.batch_size"
+KNOBS = (WORKERS, CONTEXT, PERSISTENT, PREFETCH, PIN, BATCH)  # in the runs' names' order
+
+
+def cores() -> int:
+    """CPUs this process may run on (a Slurm allocation or a container's cpuset, not the host)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _value(v: Any) -> str:
+    """A Hydra override value: null, true/false, or as written."""
+    if v is None:
+        return "null"
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One setting of the tuned knobs (a knob at ``None`` is left to torch's default)."""
+
+    workers: int
+    context: str | None = None
+    persistent: bool = False
+    prefetch: int | None = None
+    pin: bool | None = None  # None: not tuned (no accelerator), the config's own value
+    batch_size: int | None = None  # None: not tuned, the config's own value
+
+    def settings(self) -> dict[str, Any]:
+        """The knobs this candidate sets: the worker knobs only with workers (torch ignores
+        them without), pinning and batch size only when they are tuned."""
+        out: dict[str, Any] = {WORKERS: self.workers}
+        if self.workers:
+            out |= {CONTEXT: self.context, PERSISTENT: self.persistent, PREFETCH: self.prefetch}
+        if self.pin is not None:
+            out[PIN] = self.pin
+        if self.batch_size is not None:
+            out[BATCH] = self.batch_size
+        return out
+
+    @property
+    def label(self) -> str:
+        """As its run is named: ``w0``, ``w2-fork-persist-pf2``."""
+        return "-".join(naming.label(k, v) for k, v in self.settings().items())
+
+
+@dataclass
+class Space:
+    """The values each tuned knob may take, from ``tune.*``, the config and the platform."""
+
+    workers: list[int]
+    contexts: list[str]
+    persistent: list[bool]
+    prefetch: list[int]
+    pin: list[bool | None]
+    batch_sizes: list[int | None]
+
+    def baseline(self, workers: int, batch_size: int | None = None) -> Candidate:
+        """The cheapest start-up for ``workers``: first context, persistent if it matters."""
+        if workers == 0:
+            return Candidate(0, pin=self.pin[-1], batch_size=batch_size)
+        return Candidate(
+            workers,
+            self.contexts[0],
+            self.persistent[-1],
+            self.prefetch[0],
+            self.pin[-1],
+            batch_size,
+        )
+
+    def grid(self) -> list[Candidate]:
+        """Every distinct setting (num_workers=0 once per batch size and pinning: the worker
+        knobs do nothing there): what an exhaustive sweep would run."""
+        out = []
+        for bs in self.batch_sizes:
+            for pin in self.pin:
+                for w in self.workers:
+                    if w == 0:
+                        out.append(Candidate(0, pin=pin, batch_size=bs))
+                        continue
+                    for ctx in self.contexts:
+                        for persistent in self.persistent:
+                            for pf in self.prefetch:
+                                out.append(Candidate(w, ctx, persistent, pf, pin, bs))
+        return out
+
+
+def build_space(config: DictConfig, pinned: dict[str, list[str]], accelerator: bool) -> Space:
+    """The search space: ``tune.*``, narrowed by values the user gave on the command line
+    (``loader.num_workers=0,2`` searches those two; ``loader.multiprocessing_context=spawn``
+    fixes it)."""
+    t = config.tune
+    max_workers = t.max_workers if t.max_workers is not None else 2 * cores()
+    if max_workers < 0:
+        raise ConfigError(f"tune.max_workers={max_workers}: must be 0 or more, or null")
+    available = multiprocessing.get_all_start_methods()
+    contexts = list(t.contexts) if t.contexts else available
+    bs = int(config.loader.batch_size)
+    space = Space(
+        workers=list(range(max_workers + 1)),
+        contexts=contexts,
+        # persistent workers only differ from the others from the second epoch on
+        persistent=[False, True] if config.trainer.epochs > 1 else [False],
+        prefetch=list(t.prefetch_factors) or [2],
+        pin=[False, True] if accelerator else [None],
+        batch_sizes=sorted({max(bs // 2, 1), bs, bs * 2}) if t.batch_size else [None],
+    )
+    for key, values in pinned.items():
+        field_name, cast = _PINNABLE[key]
+        setattr(space, field_name, [cast(v) for v in values])
+    return space
+
+
+def _bool(v: str) -> bool:
+    return v.lower() == "true"
+
+
+_PINNABLE = {
+    WORKERS: ("workers", int),
+    CONTEXT: ("contexts", str),
+    PERSISTENT: ("persistent", _bool),
+    PREFETCH: ("prefetch", int),
+}
+
+
+@dataclass
+class Trial:
+    candidate: Candidate
+    probe: bool
+    value: float = math.nan  # projected samples/s of a probe, summary samples/s of a full run
+
+    @property
+    def ok(self) -> bool:
+        return not math.isnan(self.value)
+
+
+@dataclass
+class Search:
+    """The staged search's state: the trials so far and what the budget has left."""
+
+    space: Space
+    probe_batches: int
+    trials: int | None = None
+    budget_s: float | None = None
+    confirm_within: float = 0.1
+    done: list[Trial] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def probes_left(self, reserve: int) -> int | None:
+        """How many more probes the budget allows, keeping ``reserve`` trials for confirming;
+        None for no limit."""
+        if self.budget_s is not None and self.elapsed_s >= self.budget_s:
+            return 0
+        if self.trials is None:
+            return None
+        return max(self.trials - len(self.done) - reserve, 0)
+
+    def fresh(self, cands: list[Candidate]) -> list[Candidate]:
+        tried = {t.candidate for t in self.done if t.probe}
+        return [c for c in dict.fromkeys(cands) if c not in tried]
+
+    def best(self, *, workers: bool | None = None) -> Trial | None:
+        probes = [t for t in self.done if t.probe and t.ok]
+        if workers is not None:
+            probes = [t for t in probes if (t.candidate.workers > 0) == workers]
+        return max(probes, key=lambda t: t.value, default=None)
+
+    def stages(self) -> list[tuple[str, Any]]:
+        """(name, function of the search so far -> that stage's candidates), in order."""
+        sp = self.space
+
+        def workers(_: Search) -> list[Candidate]:
+            return [sp.baseline(w, bs) for bs in sp.batch_sizes for w in sp.workers]
+
+        def startup(s: Search) -> list[Candidate]:
+            best = s.best(workers=True)
+            if best is None:
+                return []
+            c = best.candidate
+            # Every context with the persistence probed so far, then the other persistence
+            # with this context: a context's start-up cost does not depend on persistence,
+            # which only decides how often it is paid.
+            return [
+                *(replace(c, context=ctx, pin=pin) for ctx in sp.contexts for pin in sp.pin),
+                *(replace(c, persistent=p) for p in sp.persistent),
+            ]
+
+        def prefetch(s: Search) -> list[Candidate]:
+            best = s.best(workers=True)
+            return [replace(best.candidate, prefetch=pf) for pf in sp.prefetch] if best else []
+
+        return [("workers", workers), ("start-up", startup), ("prefetch", prefetch)]
+
+    def to_confirm(self) -> list[Candidate]:
+        """The full runs that decide: the best probe, the runner-up when its projection is
+        within ``confirm_within`` of it, and the best of the other side (num_workers=0 if the
+        best has workers, else the best with workers), so the answer to "can num_workers be
+        0?" rests on full runs too."""
+        ranked = sorted((t for t in self.done if t.probe and t.ok), key=lambda t: -t.value)
+        if not ranked:
+            return []
+        best = ranked[0]
+        picks = [best.candidate]
+        if len(ranked) > 1 and ranked[1].value >= best.value * (1 - self.confirm_within):
+            picks.append(ranked[1].candidate)
+        other = self.best(workers=best.candidate.workers == 0)
+        if other is not None:
+            picks.append(other.candidate)
+        return list(dict.fromkeys(picks))
+
+
+def trial_overrides(fixed: Sequence[str], cand: Candidate, probe_batches: int | None) -> list[str]:
+    settings = cand.settings() | {keys.PROBE_PARAM: probe_batches}
+    return [*fixed, *(f"{k}={_value(v)}" for k, v in settings.items())]
+
+
+def describe(trials: list[Trial]) -> str:
+    return ", ".join(
+        f"{t.candidate.label} {t.value:.0f}/s" if t.ok else f"{t.candidate.label} failed"
+        for t in trials
+    )
+
+
+def tuned_keys(config: DictConfig) -> list[str]:
+    """The keys a tune sweep varies, for the children's names and the parent's params."""
+    out = [WORKERS, CONTEXT, PERSISTENT, PREFETCH]
+    if _accelerator(config):
+        out.append(PIN)
+    if config.tune.batch_size:
+        out.append(BATCH)
+    return [*out, keys.PROBE_PARAM]
+
+
+def _accelerator(config: DictConfig) -> bool:
+    from loaderbench.devices import resolve_device
+
+    try:
+        return resolve_device(config.device.type).type != "cpu"
+    except ConfigError:
+        return False  # the jobs will say why, each in its own run
+
+
+def _objective(result: Any) -> float:
+    """A trial's figure from its JobReturn: NaN when it failed (recorded FAILED by the job, or
+    killed before it could return)."""
+    from hydra.core.utils import JobStatus
+
+    if result.status != JobStatus.COMPLETED:
+        return math.nan
+    value = result.return_value
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def split_arguments(arguments: Sequence[str], config: DictConfig) -> tuple[list[str], dict]:
+    """The command line's overrides as (fixed overrides every trial gets, values that narrow a
+    tuned knob). A sweep over any other key is an error: the tuner searches one workload."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    tuned = set(tuned_keys(config))
+    fixed, pinned = [], {}
+    for o in OverridesParser.create().parse_overrides(list(arguments)):
+        key = o.key_or_group
+        if key in _PINNABLE:
+            values = o.sweep_string_iterator() if o.is_sweep_override() else [o.value()]
+            pinned[key] = [_value(v) if not isinstance(v, str) else v for v in values]
+        elif o.is_sweep_override() or key in tuned:
+            raise ConfigError(
+                f"{o.input_line}: sweep=tune searches the loader knobs itself and tunes one "
+                "workload; give this key one value (or tune.batch_size=true to search batch "
+                "sizes), or run a grid sweep with -m instead"
+            )
+        else:
+            fixed.append(o.input_line)
+    return fixed, pinned
+
+
+def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> list[Any]:
+    """The staged search (see the module's docstring) through ``launcher``, one trial at a
+    time: trials running side by side would compete for the cores they measure."""
+    from loaderbench import sweep
+
+    t = config.tune
+    if t.probe_batches < 4:
+        raise ConfigError(f"tune.probe_batches={t.probe_batches}: must be at least 4")
+    fixed, pinned = split_arguments(arguments, config)
+    space = build_space(config, pinned, _accelerator(config))
+    search = Search(space, t.probe_batches, t.trials, t.budget_s, t.confirm_within)
+    returns: list[Any] = []
+
+    def launch(cand: Candidate, probe: bool) -> Trial:
+        batch = [trial_overrides(fixed, cand, search.probe_batches if probe else None)]
+        # the run is named by what it sets (w0-probe20, w2-fork-persist-pf2): jobs read this
+        os.environ[keys.SWEPT_ENV] = ",".join([*cand.settings(), keys.PROBE_PARAM])
+        results = launcher.launch(batch, initial_job_idx=len(search.done))
+        returns.append(results)
+        trial = Trial(cand, probe, _objective(results[0]))
+        search.done.append(trial)
+        return trial
+
+    reserve = 2 if len(space.workers) == 1 else 3  # the confirming runs
+    for name, stage in search.stages():
+        trials = []
+        for cand in search.fresh(stage(search)):
+            if search.probes_left(reserve) == 0:
+                log.info("tune: the budget is spent; %s and later stages skipped", name)
+                break
+            trials.append(launch(cand, probe=True))
+        if trials:
+            log.info("tune, %s: %s", name, describe(trials))
+    confirm = [launch(c, probe=False) for c in search.to_confirm()]
+    probes = sum(t.probe for t in search.done)
+    wall_s = search.elapsed_s
+    log.info(
+        "tune: %d trials (%d probes of %d batches an epoch, %d full runs: %s) in %.0f s",
+        len(search.done),
+        probes,
+        search.probe_batches,
+        len(confirm),
+        describe(confirm),
+        wall_s,
+    )
+    sweep.log_on_parent(
+        {keys.TUNE_TRIALS: len(search.done), keys.TUNE_PROBES: probes, keys.TUNE_WALL: wall_s}
+    )
+    return returns

@@ -1,0 +1,112 @@
+"""sweep=tune's search, on the real composed config: the space, the stages and what they
+launch, the confirming runs and the bad input. The runs themselves: test_sweep_e2e.py (slow)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from loaderbench import keys, tune
+from loaderbench.config import ConfigError
+from loaderbench.tune import Candidate, Search, Trial
+from tests.helpers import compose_config
+
+
+def tune_cfg(*overrides: str):
+    return compose_config(["sweep=tune", *overrides])
+
+
+def space(*overrides: str, pinned=None, accelerator=False):
+    return tune.build_space(tune_cfg(*overrides), pinned or {}, accelerator)
+
+
+def test_the_grid_is_every_distinct_setting_of_the_searched_knobs():
+    sp = space("tune.max_workers=4", "tune.contexts=[fork,spawn,forkserver]")
+    grid = sp.grid()
+    # num_workers=0 once (torch ignores the worker knobs there), then 4 x 3 x 2 x 2
+    assert len(grid) == len(set(grid)) == 1 + 4 * 3 * 2 * 2
+    assert sum(c.workers == 0 for c in grid) == 1
+
+
+def test_knobs_that_cannot_matter_are_not_searched():
+    one_epoch = space("trainer.epochs=1")  # persistence only matters from the second epoch
+    assert one_epoch.persistent == [False]
+    assert space().pin == [None]  # no accelerator: torch ignores pin_memory
+    assert space(accelerator=True).pin == [False, True]
+    assert space().batch_sizes == [None]  # batch size changes training: only when asked
+    assert space("tune.batch_size=true", "loader.batch_size=64").batch_sizes == [32, 64, 128]
+
+
+def test_values_on_the_command_line_narrow_the_search():
+    cfg = tune_cfg()
+    fixed, pinned = tune.split_arguments(
+        ["sweep=tune", "loader.num_workers=0,2", "loader.multiprocessing_context=spawn"], cfg
+    )
+    assert fixed == ["sweep=tune"]
+    sp = tune.build_space(cfg, pinned, accelerator=False)
+    assert sp.workers == [0, 2] and sp.contexts == ["spawn"]
+
+
+@pytest.mark.parametrize("arg", ["dataset.size=128,256", "loader.batch_size=32,64"])
+def test_a_sweep_of_another_key_is_refused_naming_it(arg):
+    with pytest.raises(ConfigError, match=arg.split("=")[0].replace(".", r"\.")) as err:
+        tune.split_arguments(["sweep=tune", arg], tune_cfg())
+    assert "grid sweep" in str(err.value)
+
+
+def test_a_probe_is_the_users_job_capped_and_named_by_what_it_sets():
+    fixed = ["sweep=tune", "trainer.epochs=2"]
+    cand = Candidate(2, "fork", True, 4)
+    args = tune.trial_overrides(fixed, cand, 20)
+    assert args[:2] == fixed
+    assert "loader.num_workers=2" in args and "loader.persistent_workers=true" in args
+    assert args[-1] == f"{keys.PROBE_PARAM}=20"
+    assert not any(a.startswith("loader.batch_size") for a in args)  # not tuned: untouched
+    assert cand.label == "w2-fork-persist-pf4"
+    w0 = tune.trial_overrides(fixed, Candidate(0), None)  # a full run, no worker knobs
+    assert w0 == [*fixed, "loader.num_workers=0", f"{keys.PROBE_PARAM}=null"]
+
+
+def _search(values: dict[Candidate, float], **kw) -> Search:
+    s = Search(space("tune.max_workers=2", "tune.contexts=[fork,spawn]"), 20, **kw)
+    s.done = [Trial(c, True, v) for c, v in values.items()]
+    return s
+
+
+def test_the_stages_follow_the_fastest_setting_with_workers():
+    s = _search({Candidate(0): 900.0})
+    first = s.stages()[0][1](s)
+    assert [c.label for c in first] == ["w0", "w1-fork-persist-pf2", "w2-fork-persist-pf2"]
+    s = _search({Candidate(0): 900.0, first[1]: 500.0, first[2]: 800.0})
+    startup = s.fresh(s.stages()[1][1](s))  # the other context, then the other persistence
+    assert [c.label for c in startup] == ["w2-spawn-persist-pf2", "w2-fork-nopersist-pf2"]
+    prefetch = s.fresh(s.stages()[2][1](s))
+    assert [c.label for c in prefetch] == ["w2-fork-persist-pf4"]
+
+
+def test_full_runs_confirm_the_best_the_close_runner_up_and_the_other_side():
+    w0, w1, w2 = Candidate(0), Candidate(1, "fork", True, 2), Candidate(2, "fork", True, 2)
+    close = _search({w0: 700.0, w1: 950.0, w2: 1000.0})
+    assert close.to_confirm() == [w2, w1, w0]  # w1 within 10% of w2; w0 the baseline
+    far = _search({w0: 1000.0, w1: 500.0, w2: 600.0})
+    assert far.to_confirm() == [w0, w2]  # the best with workers answers "can it be 0?"
+    failed = _search({w0: math.nan, w2: 600.0})
+    assert failed.to_confirm() == [w2]  # a failed trial is never confirmed
+
+
+def test_the_trial_budget_keeps_room_for_the_confirming_runs():
+    s = _search({Candidate(0): 1.0, Candidate(1, "fork", True, 2): 1.0}, trials=6)
+    assert s.probes_left(reserve=3) == 1
+    assert _search({}, budget_s=0.0).probes_left(reserve=3) == 0
+    assert _search({}).probes_left(reserve=3) is None  # no limit
+
+
+def test_the_tuned_keys_name_the_children():
+    assert tune.tuned_keys(tune_cfg()) == [
+        keys.WORKERS_PARAM,
+        "loader.multiprocessing_context",
+        "loader.persistent_workers",
+        "loader.prefetch_factor",
+        keys.PROBE_PARAM,
+    ]
