@@ -207,18 +207,19 @@ def trials_plot(a: Analysis, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(a.rows)), 4.5))
     for i, r in enumerate(a.rows):
         value = r.value(keys.SUMMARY_PROJECTED if r.probe else keys.SUMMARY_SAMPLES_PER_S)
         if r.finished and not math.isnan(value):
             ax.bar(i, value, color="tab:gray" if r.probe else "tab:blue")
-    ax.bar([], [], color="tab:gray", label="probe (projected to full epochs)")
-    ax.bar([], [], color="tab:blue", label="full run (measured)")
+    kinds = [("tab:gray", "probe (projected to full epochs)"), ("tab:blue", "full run (measured)")]
+    handles = [Patch(color=color, label=label) for color, label in kinds]
     ax.set_xticks(range(len(a.rows)), [r.name for r in a.rows], rotation=60, ha="right")
     ax.set(ylabel="training throughput (samples/s)", title=f"{a.name}: trials in order")
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize="small")
+    ax.legend(handles=handles, loc="lower left", fontsize="small", framealpha=0.9)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
