@@ -139,7 +139,7 @@ def test_tune_probes_confirms_records_a_crashed_trial_and_leaves_batch_size_alon
     for c in probes:
         if c.info.status == "FINISHED":
             assert math.isfinite(c.data.metrics[keys.SUMMARY_PROJECTED])
-            assert keys.SUMMARY_VAL_ACC not in c.data.metrics
+            assert math.isfinite(c.data.metrics[keys.SUMMARY_VAL_ACC])  # of its cut epochs
     assert len(full) >= 2 and all(c.info.status == "FINISHED" for c in full)
     assert {c.data.params["loader.num_workers"] for c in full} == {"0", "1"}
     assert len({c.data.metrics[keys.SUMMARY_VAL_ACC] for c in full}) == 1

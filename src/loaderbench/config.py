@@ -48,7 +48,7 @@ class BenchConfig:
     mode: str = "train"  # train, loader_only, model_only
     warmup_batches: int = 0  # per epoch, excluded from the steady figures
     memory_interval_s: float = 0.2  # how often worker memory is sampled
-    # A probe: every epoch stops after this many training batches and skips evaluation; the
+    # A probe: every epoch stops after this many training batches (and evaluates as many); the
     # run also logs its throughput projected to full epochs (summary/projected_samples_per_s).
     probe_batches: int | None = None
 

@@ -4,6 +4,7 @@ clocks come from :mod:`loaderbench.timing`."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
@@ -102,14 +103,19 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: Iterable, device: torch.device, *, channels_last: bool = False
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device,
+    *,
+    channels_last: bool = False,
+    max_batches: int | None = None,
 ) -> tuple[float, float]:
-    """Mean loss and accuracy over ``loader``."""
+    """Mean loss and accuracy over ``loader`` (its first ``max_batches``, if set)."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     n = 0
-    for batch in loader:
+    for batch in itertools.islice(loader, max_batches):
         images, labels = _to_device(batch, device, channels_last)
         logits = model(images)
         loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum")
@@ -183,7 +189,8 @@ class EpochRunner:
       its fetch time is reported as the first-batch latency (the real cost of a batch).
 
     ``max_batches`` makes every epoch a probe: it stops after that many batches, and in
-    ``train`` mode skips the evaluation (a probe's accuracy would mean nothing).
+    ``train`` mode evaluates on that many validation batches at most (outside the clock, as
+    always: a probe's accuracy is that of a cut epoch, on part of the validation set).
     """
 
     mode: str
@@ -237,11 +244,13 @@ class EpochRunner:
             channels_last=self.channels_last,
             **common,
         )
-        if self.max_batches is not None:
-            return stats
         t0 = time.perf_counter()
         stats.val_loss, stats.val_acc = evaluate(
-            self.model, self.val_loader, self.device, channels_last=self.channels_last
+            self.model,
+            self.val_loader,
+            self.device,
+            channels_last=self.channels_last,
+            max_batches=self.max_batches,
         )
         stats.eval_s = time.perf_counter() - t0
         return stats

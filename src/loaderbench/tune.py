@@ -12,7 +12,7 @@ The knobs that leave training unchanged are nearly separable, and the search use
 3. **prefetch**: the other ``tune.prefetch_factors`` for the fastest so far (the queue depth).
 
 Each of those trials is a *probe*: the user's own job with ``bench.probe_batches`` batches an
-epoch and no evaluation, ranked by its throughput projected to full epochs
+epoch (and at most as many validation batches), ranked by its throughput projected to full epochs
 (:func:`loaderbench.timing.projected_samples_per_s`: start-up as measured, the rest at the
 probe's steady rate). Then full runs *confirm*: the best probe, the runner-up when its
 projection is within ``tune.confirm_within`` of the best, and the best of the other side

@@ -40,7 +40,7 @@ class RunRow:
 
     @property
     def probe(self) -> bool:
-        """A tuner's probe (capped epochs, no evaluation): ranked, never the answer."""
+        """A tuner's probe (cut epochs): ranked, never the answer."""
         return self.params.get(keys.PROBE_PARAM, "None") not in ("None", "null", "")
 
     def value(self, key: str) -> float:
