@@ -20,7 +20,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
-from loaderbench import keys, store, tracking
+from loaderbench import exactly_once, keys, store, tracking
 from loaderbench.config import ConfigError
 from loaderbench.data import DatasetPair, LoaderPlan, TransformedDataset, build_loader, plan_loader
 from loaderbench.data.faults import (
@@ -29,7 +29,7 @@ from loaderbench.data.faults import (
     explain_loader_error,
     sample_bytes,
 )
-from loaderbench.data.loader import close_loader
+from loaderbench.data.loader import close_loader, epoch_samples, set_epoch
 from loaderbench.devices import configure_determinism, device_label, resolve_device
 from loaderbench.loop import EpochRunner, Progress
 from loaderbench.naming import run_name
@@ -84,6 +84,7 @@ class Setup:
     mode: str
     channels_last: bool
     batch_bytes: int = 0  # one training batch, estimated from one sample (0: no workers)
+    delivery: list[str] = field(default_factory=list)  # epochs not delivered exactly once
 
 
 def swept_keys() -> list[str] | None:
@@ -117,7 +118,8 @@ def _instantiate_dataset(cfg: DictConfig) -> DatasetPair:
         raise
 
 
-PATH_KEYS = ("dataset.root", "dataset.path")  # config values that name files or folders
+# config values that name files or folders
+PATH_KEYS = ("dataset.root", "dataset.path", "dataset.labels_path", "dataset.cache_dir")
 
 
 def resolve_paths(cfg: DictConfig, launch_dir: str) -> dict[str, str]:
@@ -197,11 +199,12 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
         s.train_loader,
         s.val_loader,
         channels_last=s.channels_last,
+        sample_ids=len(s.data.train),
     )
     before_epoch = getattr(s.data.train, "before_epoch", None)
     epochs: list[EpochStats] = []
     for epoch in range(cfg.trainer.epochs):
-        s.train_loader.sampler.set_epoch(epoch)
+        set_epoch(s.train_loader, epoch)
         if before_epoch is not None:
             before_epoch(epoch)  # e.g. drop the files from the page cache: a really cold read
         progress = Progress(len(s.train_loader), f"epoch {epoch}", enabled=cfg.trainer.progress)
@@ -217,6 +220,9 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
         finally:
             progress.close()
         tracker.log_metrics(epoch_metrics(stats), step=epoch)
+        if problem := exactly_once.check(stats, epoch_samples(s.train_loader, epoch)):
+            log.warning("not exactly once: %s", problem)
+            s.delivery.append(problem)
         log.info(
             "epoch %d: %.0f samples/s, waiting for data %.0f%% of the time%s",
             epoch,
@@ -284,8 +290,13 @@ def run(
         tracker.start(run_name=name, params=_params(cfg, setup, given), tags=_tags(launch, setup))
         started = True
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), keys.CONFIG_ARTIFACT)
-        if setup.data.stats:
-            tracker.log_metrics({f"data/{k}": v for k, v in setup.data.stats.items()})
+        data_stats = {f"data/{k}": v for k, v in setup.data.stats.items()}
+        if (idle := getattr(setup.train_loader, "idle_workers", None)) is not None:
+            data_stats[keys.IDLE_WORKERS] = idle
+            if idle:
+                log.warning("%d of %d workers have no shard to read", idle, setup.plan.num_workers)
+        if data_stats:
+            tracker.log_metrics(data_stats)
         with ResourceMonitor(cfg.bench.memory_interval_s) as monitor:
             epochs = train(setup, cfg, tracker)
         wall_s = time.perf_counter() - wall0
@@ -293,7 +304,10 @@ def run(
         summary |= monitor.usage.metrics(wall_s) | {keys.SETUP_S: setup_s}
         tracker.log_metrics(summary)
         line = summary_line(summary, setup.data, setup.device)
-        tracker.set_tags({keys.NOTE_TAG: line})
+        tags = {keys.NOTE_TAG: line}
+        if any(e.samples_seen >= 0 for e in epochs):  # counted (not model_only's cached batch)
+            tags[keys.EXACTLY_ONCE_TAG] = "; ".join(setup.delivery) or keys.EXACTLY_ONCE_OK
+        tracker.set_tags(tags)
         tracker.end("FINISHED")
         log.info("%s", line)
         log.info("recorded: %s", tracker.where())
@@ -339,4 +353,7 @@ def summary_line(summary: dict[str, float], data: DatasetPair, device: torch.dev
     )
     if keys.SUMMARY_VAL_ACC in summary:
         line += f", val acc {get(keys.SUMMARY_VAL_ACC):.3f} (chance {1 / data.num_classes:.3f})"
-    return f"{line}, peak memory {get(keys.PEAK_RSS):.0f} MB, on {device_label(device)}"
+    memory = f"peak memory {get(keys.PEAK_RSS):.0f} MB"
+    if keys.PEAK_ANON in summary:  # RSS counts mapped files' pages; anonymous memory does not
+        memory += f" ({get(keys.PEAK_ANON):.0f} MB anonymous)"
+    return f"{line}, {memory}, on {device_label(device)}"
