@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ class WriteSummary:
     bytes: int
     seconds: float
     classes: list[str]
+    samples: dict[str, int] = field(default_factory=dict)  # split -> samples (shards: in files)
 
 
 def encode(image: torch.Tensor, image_format: str, quality: int) -> bytes:
@@ -191,7 +192,10 @@ def _shard_tasks(out: str, split: str, n: int, per_shard: int) -> list[tuple[str
     ]
 
 
-def _summary(out: str, tasks: dict[str, list], results: list, t0: float, classes) -> WriteSummary:
+def _summary(
+    out: str, tasks: dict[str, list], samples: dict[str, int], results: list, t0: float,
+    classes: list[str],
+) -> WriteSummary:  # fmt: skip
     if hasattr(os, "sync"):
         os.sync()  # clean pages, which cold_cache can drop
     return WriteSummary(
@@ -199,7 +203,8 @@ def _summary(out: str, tasks: dict[str, list], results: list, t0: float, classes
         files={split: len(t) for split, t in tasks.items()},
         bytes=sum(n for n, _ in results),
         seconds=time.perf_counter() - t0,
-        classes=classes(set().union(*(labels for _, labels in results))),
+        classes=classes,
+        samples=samples,
     )
 
 
@@ -235,7 +240,9 @@ def write_shards(
         for split, n in (("train", count), ("val", val_count))
     }
     results = _run(_shapes_shard, tasks["train"] + tasks["val"], workers)
-    return _summary(out, tasks, results, t0, lambda labels: [SHAPES[i] for i in sorted(labels)])
+    samples = {"train": count, "val": val_count}
+    names = [SHAPES[i] for i in sorted(set().union(*(labels for _, labels in results)))]
+    return _summary(out, tasks, samples, results, t0, names)
 
 
 def shard_imagefolder(
@@ -264,4 +271,5 @@ def shard_imagefolder(
             (path, items[a:b]) for path, a, b in _shard_tasks(out, split, len(items), per_shard)
         ]
     results = _run(_file_shard, tasks["train"] + tasks["val"], workers)
-    return _summary(out, tasks, results, t0, lambda labels: list(pair.train.classes))
+    samples = {"train": len(pair.train), "val": len(pair.val)}
+    return _summary(out, tasks, samples, results, t0, list(pair.train.classes))
