@@ -17,8 +17,12 @@ import logging
 import sys
 
 from loaderbench.config import ConfigError
-from loaderbench.data.shapes import SHAPES
-from loaderbench.data.writer import FORMATS, shard_imagefolder, write_shards
+from loaderbench.data.writer import (
+    add_shapes_arguments,
+    shapes_arguments,
+    shard_imagefolder,
+    write_shards,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,12 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder (gets train/ and val/)")
     parser.add_argument("--from-folder", help="shard this image folder instead of the shapes")
     parser.add_argument("--per-shard", type=int, default=512, help="samples per shard (512)")
-    parser.add_argument("--count", type=int, default=4096, help="shapes: training images (4096)")
-    parser.add_argument("--val-count", type=int, default=1024, help="shapes: validation (1024)")
-    parser.add_argument("--image-size", type=int, default=64, help="shapes: pixels per side (64)")
-    parser.add_argument("--classes", type=int, default=6, help=f"shapes: 2..{len(SHAPES)} (6)")
-    parser.add_argument("--format", choices=sorted(FORMATS), default="jpeg", help="shapes (jpeg)")
-    parser.add_argument("--quality", type=int, default=90, help="shapes: JPEG quality (90)")
+    add_shapes_arguments(parser, prefix="shapes: ")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="folder: without val/")
     parser.add_argument("--seed", type=int, default=0, help="the shapes seed; the folder's order")
     parser.add_argument("--workers", type=int, default=None, help="processes (all cores)")
@@ -47,10 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
         else:
             summary = write_shards(
-                args.out, count=args.count, val_count=args.val_count,
-                image_size=args.image_size, num_classes=args.classes, image_format=args.format,
-                quality=args.quality, overwrite=args.force, **common,
-            )  # fmt: skip
+                args.out, **shapes_arguments(args), overwrite=args.force, **common
+            )
     except (ConfigError, ValueError, FileExistsError) as exc:
         hint = " (--force replaces it)" if isinstance(exc, FileExistsError) else ""
         print(f"error: {exc}{hint}", file=sys.stderr)

@@ -215,7 +215,9 @@ def test_a_run_that_delivered_samples_twice_is_flagged_and_left_out_of_the_verdi
     )
     a, md = report(rows)
     assert a.winner != "w2" and a.recommendation == "DataLoader(dataset)"
-    assert a.verdict.startswith("Only one setting ran: w0 at 400 samples/s")
+    assert a.verdict.startswith(
+        "Only one setting delivered every sample exactly once: w0 at 400 samples/s"
+    )
     assert a.verdict.endswith(" Left out: w2 (samples not delivered exactly once).")
     assert "## ⚠ Samples not delivered exactly once" in md
     assert "- **w2**: epoch 0: 8192 samples arrived where 4096 were due" in md

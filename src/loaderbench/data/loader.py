@@ -148,6 +148,13 @@ def plan_loader(cfg: LoaderConfig, *, device: torch.device) -> LoaderPlan:
     return plan
 
 
+# LoaderPlan fields that go to DataLoader as they are, whatever the dataset
+_WORKER_KNOBS = (
+    "num_workers", "pin_memory", "persistent_workers", "prefetch_factor",
+    "multiprocessing_context", "timeout",
+)  # fmt: skip
+
+
 def build_loader(
     dataset: Dataset, plan: LoaderPlan, *, seed: int, train: bool = True, deterministic: bool = True
 ) -> DataLoader:
@@ -162,13 +169,8 @@ def build_loader(
     """
     if plan.num_workers:  # process-wide: set every time, so a sweep's next job starts clean
         torch.multiprocessing.set_sharing_strategy(plan.sharing_strategy or TORCH_DEFAULT_SHARING)
-    common = dict(
-        num_workers=plan.num_workers,
-        pin_memory=plan.pin_memory,
-        persistent_workers=plan.persistent_workers,
-        prefetch_factor=plan.prefetch_factor,
-        multiprocessing_context=plan.multiprocessing_context,
-        timeout=plan.timeout,
+    common: dict[str, Any] = {k: getattr(plan, k) for k in _WORKER_KNOBS}
+    common |= dict(
         generator=torch.Generator().manual_seed(seed),
         worker_init_fn=WorkerSetup(
             deterministic=deterministic, sharing_strategy=plan.sharing_strategy
@@ -176,7 +178,7 @@ def build_loader(
         if plan.num_workers
         else None,
     )
-    if train and isinstance(dataset.base, ShardSet):  # type: ignore[attr-defined]
+    if train and isinstance(getattr(dataset, "base", None), ShardSet):
         streams = ShardStreams(
             dataset,  # type: ignore[arg-type]
             batch_size=plan.batch_size,

@@ -8,6 +8,8 @@ default workload only by reading and decoding files.
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import io
 import os
 import shutil
@@ -15,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -208,39 +211,30 @@ def _summary(
     )
 
 
-def write_shards(
-    out: str,
-    *,
-    count: int,
-    val_count: int,
-    image_size: int = 64,
-    num_classes: int = 6,
-    per_shard: int = 512,
-    image_format: str = "jpeg",
-    quality: int = 90,
-    seed: int = 0,
-    workers: int | None = None,
-    overwrite: bool = False,
-) -> WriteSummary:
+def write_shards(out: str, *, per_shard: int = 512, **shapes: Any) -> WriteSummary:
     """The shapes dataset as ``out/{train,val}/shard-NNNNNN.tar`` of ``per_shard`` samples
-    (WebDataset layout: ``KEY.jpg`` + ``KEY.cls``; the key is the sample's index). ``files`` of
-    the summary counts shards. Shards are written by ``workers`` processes."""
-    _check_format(image_format, quality, count, val_count)
+    (WebDataset layout: ``KEY.jpg`` + ``KEY.cls``; the key is the sample's index). ``shapes``:
+    the keyword arguments of :func:`write_imagefolder`, with its defaults. ``files`` of the
+    summary counts shards. Shards are written by ``workers`` processes."""
+    bound = inspect.signature(write_imagefolder).bind(out, **shapes)
+    bound.apply_defaults()
+    a = SimpleNamespace(**bound.arguments)
+    _check_format(a.image_format, a.quality, a.count, a.val_count)
     if per_shard < 1:
         raise ConfigError(f"per_shard={per_shard}: a shard holds at least 1 sample")
-    out = _prepare(out, overwrite)
-    shapes_kwargs = dict(image_size=image_size, num_classes=num_classes, seed=seed)
+    out = _prepare(out, a.overwrite)
+    shapes_kwargs = dict(image_size=a.image_size, num_classes=a.num_classes, seed=a.seed)
     ShapesDataset(size=1, split="train", **shapes_kwargs)  # validate once, here
     t0 = time.perf_counter()
     tasks = {
         split: [
-            (path, split, a, b, {**shapes_kwargs, "size": n}, image_format, quality)
-            for path, a, b in _shard_tasks(out, split, n, per_shard)
+            (path, split, start, stop, {**shapes_kwargs, "size": n}, a.image_format, a.quality)
+            for path, start, stop in _shard_tasks(out, split, n, per_shard)
         ]
-        for split, n in (("train", count), ("val", val_count))
+        for split, n in (("train", a.count), ("val", a.val_count))
     }
-    results = _run(_shapes_shard, tasks["train"] + tasks["val"], workers)
-    samples = {"train": count, "val": val_count}
+    results = _run(_shapes_shard, tasks["train"] + tasks["val"], a.workers)
+    samples = {"train": a.count, "val": a.val_count}
     names = [SHAPES[i] for i in sorted(set().union(*(labels for _, labels in results)))]
     return _summary(out, tasks, samples, results, t0, names)
 
@@ -273,3 +267,22 @@ def shard_imagefolder(
     results = _run(_file_shard, tasks["train"] + tasks["val"], workers)
     samples = {"train": len(pair.train), "val": len(pair.val)}
     return _summary(out, tasks, samples, results, t0, list(pair.train.classes))
+
+
+def add_shapes_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The shapes writers' options, for ``scripts/make_imagefolder.py`` and ``make_shards.py``;
+    :func:`shapes_arguments` reads them back as keyword arguments."""
+    add = parser.add_argument
+    add("--count", type=int, default=4096, help=f"{prefix}training images (4096)")
+    add("--val-count", type=int, default=1024, help=f"{prefix}validation images (1024)")
+    add("--image-size", type=int, default=64, help=f"{prefix}pixels per side (64)")
+    add("--classes", type=int, default=6, help=f"{prefix}2..{len(SHAPES)} shapes (6)")
+    add("--format", choices=sorted(FORMATS), default="jpeg", help=f"{prefix}(jpeg)")
+    add("--quality", type=int, default=90, help=f"{prefix}JPEG quality 1..100 (90)")
+
+
+def shapes_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        count=args.count, val_count=args.val_count, image_size=args.image_size,
+        num_classes=args.classes, image_format=args.format, quality=args.quality,
+    )  # fmt: skip

@@ -163,6 +163,9 @@ def make_verdict(groups: list[Group]) -> verdict.Verdict:
     if v.pick is not None:
         v.why = verdict.explain(v.pick, cands)
     if wrong:
+        if len(cands) == 1:
+            once = "Only one setting delivered every sample exactly once"
+            v.sentence = v.sentence.replace("Only one setting ran", once, 1)
         names = ", ".join(g.label for g in wrong)
         v.sentence += f" Left out: {names} (samples not delivered exactly once)."
     return v
