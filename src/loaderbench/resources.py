@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 MB = 1024 * 1024
 SHM = "/dev/shm"
 LINUX = sys.platform.startswith("linux")
+PSS_BUDGET = 0.005  # of one core, for PSS/USS reads (+bench.pss_budget=... raises it)
 
 
 @dataclass
@@ -126,7 +127,7 @@ class ResourceMonitor:
     at a moment a caller knows is interesting.
     """
 
-    def __init__(self, interval_s: float = 0.2, *, pss_budget: float = 0.005):
+    def __init__(self, interval_s: float = 0.2, *, pss_budget: float = PSS_BUDGET):
         self.interval_s, self.pss_budget = interval_s, pss_budget
         self.usage = ResourceUsage()
         self._pid = os.getpid()
