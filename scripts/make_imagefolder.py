@@ -14,19 +14,13 @@ import logging
 import sys
 
 from loaderbench.config import ConfigError
-from loaderbench.data.shapes import SHAPES
-from loaderbench.data.writer import FORMATS, write_imagefolder
+from loaderbench.data.writer import add_shapes_arguments, shapes_arguments, write_imagefolder
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output folder (gets train/ and val/)")
-    parser.add_argument("--count", type=int, default=4096, help="training images (4096)")
-    parser.add_argument("--val-count", type=int, default=1024, help="validation images (1024)")
-    parser.add_argument("--image-size", type=int, default=64, help="pixels per side (64)")
-    parser.add_argument("--classes", type=int, default=6, help=f"2..{len(SHAPES)} shapes (6)")
-    parser.add_argument("--format", choices=sorted(FORMATS), default="jpeg", help="(jpeg)")
-    parser.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 (90)")
+    add_shapes_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="the shapes seed (0)")
     parser.add_argument("--workers", type=int, default=None, help="processes (all cores)")
     parser.add_argument("--force", action="store_true", help="replace existing train/ and val/")
@@ -36,12 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = write_imagefolder(
             args.out,
-            count=args.count,
-            val_count=args.val_count,
-            image_size=args.image_size,
-            num_classes=args.classes,
-            image_format=args.format,
-            quality=args.quality,
+            **shapes_arguments(args),
             seed=args.seed,
             workers=args.workers,
             overwrite=args.force,

@@ -41,6 +41,8 @@ def test_every_option_composes_and_instantiates(group, option, image_root):
     if option == "imagefolder":  # a folder of files: its size is what is on disk
         overrides = [o for o in overrides if not o.startswith("dataset.")]
         overrides.append(f"dataset.root={image_root}")
+    if option == "shards":  # generated shards go to a cache folder: a temporary one here
+        overrides.append(f"dataset.cache_dir={image_root / 'cache'}")
     cfg = compose_config(overrides)
     if group == "device" and option in ACCELERATORS and not ACCELERATORS[option]:
         with pytest.raises(ConfigError, match=f"device={option}"):
@@ -48,7 +50,8 @@ def test_every_option_composes_and_instantiates(group, option, image_root):
         return
     setup = prepare(cfg)
     try:
-        images, labels = next(iter(setup.train_loader))
+        images, labels, ids = next(iter(setup.train_loader))
+        assert ids.dtype == torch.int64 and len(ids) == len(labels)
         assert images.dtype == torch.float32 and images.ndim == 4
         logits = setup.model(images.to(setup.device))
         assert logits.shape == (len(labels), setup.data.num_classes)

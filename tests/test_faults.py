@@ -87,7 +87,7 @@ def test_spawned_workers_get_the_runs_determinism_and_sharing_strategy():
     p = plan(num_workers=2, multiprocessing_context="spawn", sharing_strategy="file_system")
     loader = build_loader(TransformedDataset(Flags(), None, 0), p, seed=0, deterministic=True)
     try:
-        flags = torch.cat([images for images, _ in loader])
+        flags = torch.cat([batch[0] for batch in loader])
     finally:
         torch.multiprocessing.set_sharing_strategy("file_descriptor")
     assert flags.all(), flags

@@ -28,8 +28,9 @@ def test_a_deterministic_pipeline_leaves_the_global_generator_alone_and_skips_fo
         TensorDataset(images, labels), NoTransforms().train, seed=0, random=NoTransforms.random
     )
     state = torch.get_rng_state()
-    image, label = data[(1, 2)]
+    image, label, index = data[(1, 2)]
     assert image.data_ptr() == images[2].data_ptr() and label == 2  # a view, as TensorDataset
+    assert index == 2  # the sample's id, for the exactly-once count
     assert torch.equal(torch.get_rng_state(), state)
     assert not data.random
 

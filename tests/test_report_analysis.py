@@ -204,3 +204,35 @@ def test_a_knob_torch_ignored_gives_no_winner_whatever_the_figures():
     assert a.verdict.startswith("No difference: w0-pin and w0-nopin ran the same settings")
     assert "loader.pin_memory had no effect here" in a.verdict
     assert a.recommendation == "DataLoader(dataset)"
+
+
+def test_a_run_that_delivered_samples_twice_is_flagged_and_left_out_of_the_verdict():
+    rows = [child("w0", 400.0), child("w2", 800.0)]
+    rows[
+        1
+    ].exactly_once = (
+        "epoch 0: 8192 samples arrived where 4096 were due (4096 duplicates, 0 missing of 4096)"
+    )
+    a, md = report(rows)
+    assert a.winner != "w2" and a.recommendation == "DataLoader(dataset)"
+    assert a.verdict.startswith(
+        "Only one setting delivered every sample exactly once: w0 at 400 samples/s"
+    )
+    assert a.verdict.endswith(" Left out: w2 (samples not delivered exactly once).")
+    assert "## ⚠ Samples not delivered exactly once" in md
+    assert "- **w2**: epoch 0: 8192 samples arrived where 4096 were due" in md
+    assert "## ⚠ Samples not delivered" in render.note(a)  # the MLflow UI's description too
+    rows[1].exactly_once = keys.EXACTLY_ONCE_OK
+    assert "not delivered" not in report(rows)[1]
+
+
+def test_idle_workers_are_said_in_words():
+    rows = [child("w2", 500.0), child("w8", 480.0)]
+    rows[1].metrics[keys.IDLE_WORKERS] = 4.0
+    rows[0].metrics[keys.IDLE_WORKERS] = 0.0
+    a, md = report(rows)
+    assert a.idle == [
+        "**w8**: 4 of 8 workers sat idle: each stream of shards is read by one worker, and "
+        "there were fewer streams (at most one per shard, `dataset.streams`) than workers."
+    ]
+    assert "## Idle workers" in md and "w2**:" not in md

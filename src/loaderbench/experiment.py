@@ -21,7 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
-from loaderbench import keys, store, tracking
+from loaderbench import exactly_once, keys, store, tracking
 from loaderbench.config import ConfigError
 from loaderbench.data import DatasetPair, LoaderPlan, TransformedDataset, build_loader, plan_loader
 from loaderbench.data.faults import (
@@ -30,12 +30,12 @@ from loaderbench.data.faults import (
     explain_loader_error,
     sample_bytes,
 )
-from loaderbench.data.loader import close_loader
+from loaderbench.data.loader import close_loader, epoch_samples, set_epoch
 from loaderbench.devices import configure_determinism, device_label, resolve_device
 from loaderbench.loop import EpochRunner, Progress
 from loaderbench.naming import run_name
 from loaderbench.provenance import env_tags, scheduler_job_id
-from loaderbench.resources import ResourceMonitor
+from loaderbench.resources import PSS_BUDGET, ResourceMonitor
 from loaderbench.timing import (
     EpochStats,
     epoch_metrics,
@@ -90,6 +90,7 @@ class Setup:
     mode: str
     channels_last: bool
     batch_bytes: int = 0  # one training batch, estimated from one sample (0: no workers)
+    delivery: list[str] = field(default_factory=list)  # epochs not delivered exactly once
 
 
 def swept_keys() -> list[str] | None:
@@ -123,7 +124,8 @@ def _instantiate_dataset(cfg: DictConfig) -> DatasetPair:
         raise
 
 
-PATH_KEYS = ("dataset.root", "dataset.path")  # config values that name files or folders
+# config values that name files or folders
+PATH_KEYS = ("dataset.root", "dataset.path", "dataset.labels_path", "dataset.cache_dir")
 
 
 def resolve_paths(cfg: DictConfig, launch_dir: str) -> dict[str, str]:
@@ -207,11 +209,12 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
         s.val_loader,
         channels_last=s.channels_last,
         max_batches=cfg.bench.probe_batches,
+        sample_ids=len(s.data.train),
     )
     before_epoch = getattr(s.data.train, "before_epoch", None)
     epochs: list[EpochStats] = []
     for epoch in range(cfg.trainer.epochs):
-        s.train_loader.sampler.set_epoch(epoch)
+        set_epoch(s.train_loader, epoch)
         if before_epoch is not None:
             before_epoch(epoch)  # e.g. drop the files from the page cache: a really cold read
         total = min(len(s.train_loader), cfg.bench.probe_batches or len(s.train_loader))
@@ -228,6 +231,11 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
         finally:
             progress.close()
         tracker.log_metrics(epoch_metrics(stats), step=epoch)
+        # a probe cuts its epochs short: what it fetched is what was due
+        due = stats.samples if runner.max_batches else epoch_samples(s.train_loader, epoch)
+        if problem := exactly_once.check(stats, due):
+            log.warning("not exactly once: %s", problem)
+            s.delivery.append(problem)
         log.info(
             "epoch %d: %.0f samples/s, waiting for data %.0f%% of the time%s%s",
             epoch,
@@ -295,20 +303,31 @@ def run(
         tracker.start(run_name=name, params=_params(cfg, setup, given), tags=_tags(launch, setup))
         started = True
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), keys.CONFIG_ARTIFACT)
-        if setup.data.stats:
-            tracker.log_metrics({f"data/{k}": v for k, v in setup.data.stats.items()})
-        with ResourceMonitor(cfg.bench.memory_interval_s) as monitor:
+        data_stats = {f"data/{k}": v for k, v in setup.data.stats.items()}
+        if (idle := getattr(setup.train_loader, "idle_workers", None)) is not None:
+            data_stats[keys.IDLE_WORKERS] = idle
+            if idle:
+                log.warning("%d of %d workers have no shard to read", idle, setup.plan.num_workers)
+        if data_stats:
+            tracker.log_metrics(data_stats)
+        # +bench.pss_budget: a larger share of a core for PSS reads (each walks the page
+        # tables: ~13 ms per GB of RSS), so big mapped files get their PSS peaks resolved
+        budget = cfg.bench.get("pss_budget", PSS_BUDGET)
+        with ResourceMonitor(cfg.bench.memory_interval_s, pss_budget=budget) as monitor:
             epochs = train(setup, cfg, tracker)
         wall_s = time.perf_counter() - wall0
         summary = summary_metrics(epochs, wall_s)
         summary |= monitor.usage.metrics(wall_s) | {keys.SETUP_S: setup_s}
         if cfg.bench.probe_batches is not None:
             summary[keys.SUMMARY_PROJECTED] = projected_samples_per_s(
-                epochs, epoch_samples(setup.train_loader)
+                epochs, epoch_samples(setup.train_loader, 0)
             )
         tracker.log_metrics(summary)
         line = summary_line(summary, setup.data, setup.device)
-        tracker.set_tags({keys.NOTE_TAG: line})
+        tags = {keys.NOTE_TAG: line}
+        if any(e.samples_seen >= 0 for e in epochs):  # counted (not model_only's cached batch)
+            tags[keys.EXACTLY_ONCE_TAG] = "; ".join(setup.delivery) or keys.EXACTLY_ONCE_OK
+        tracker.set_tags(tags)
         tracker.end("FINISHED")
         log.info("%s", line)
         log.info("recorded: %s", tracker.where())
@@ -342,11 +361,6 @@ def run(
             close_loader(setup.val_loader)
 
 
-def epoch_samples(loader: Any) -> int:
-    """Training samples in one full epoch: the sampler's, less a dropped last batch."""
-    return min(len(loader) * loader.batch_size, len(loader.sampler))
-
-
 def summary_line(summary: dict[str, float], data: DatasetPair, device: torch.device) -> str:
     """The run's headline figures in one line: printed, and the run's description in the UI."""
     get = summary.get
@@ -363,4 +377,7 @@ def summary_line(summary: dict[str, float], data: DatasetPair, device: torch.dev
         )
     if keys.SUMMARY_VAL_ACC in summary:
         line += f", val acc {get(keys.SUMMARY_VAL_ACC):.3f} (chance {1 / data.num_classes:.3f})"
-    return f"{line}, peak memory {get(keys.PEAK_RSS):.0f} MB, on {device_label(device)}"
+    memory = f"peak memory {get(keys.PEAK_RSS):.0f} MB"
+    if keys.PEAK_ANON in summary:  # RSS counts mapped files' pages; anonymous memory does not
+        memory += f" ({get(keys.PEAK_ANON):.0f} MB anonymous)"
+    return f"{line}, {memory}, on {device_label(device)}"

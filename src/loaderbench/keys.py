@@ -22,6 +22,9 @@ REPRODUCE_RESULT_TAG = "loaderbench.reproduce_result"  # match / mismatch: ...
 CEILINGS_TAG = "loaderbench.ceilings"  # the bottleneck in words
 RECOMMENDATION_TAG = "loaderbench.dataloader"  # a sweep parent: the DataLoader(...) to paste
 KILLED_BY_TAG = "loaderbench.killed_by"  # on a KILLED run: the signal, e.g. SIGTERM
+# "ok", or which epochs delivered a sample twice or not at all (the run's warning)
+EXACTLY_ONCE_TAG = "loaderbench.exactly_once"
+EXACTLY_ONCE_OK = "ok"
 JOB_ID_TAG = (
     "loaderbench.job_id"  # the scheduler's job (Slurm: 12_3 in an array; submitit_local: a pid)
 )
@@ -84,6 +87,7 @@ TRAINING_INVARIANT_PARAMS = (
     "dataset.decoder",
     "dataset.read_latency_ms",
     "dataset.cold_cache",
+    "dataset.storage",  # memory or mmap: the same tensor, read from RAM or from a mapped file
     "device.type",
     REPEAT_PARAM,
 )
@@ -98,6 +102,10 @@ WARMUP_S = "time/warmup_s"
 EVAL_S = "time/eval_s"  # evaluation after the epoch (not in epoch_s)
 DATA_WAIT_FRACTION = "stall/data_wait_fraction"
 LOSS_TRAIN, ACC_TRAIN, LOSS_VAL, ACC_VAL = "loss/train", "acc/train", "loss/val", "acc/val"
+# Exactly-once accounting of the training epoch's sample ids (train and loader_only modes).
+SAMPLES_SEEN = "data/samples_seen"  # samples delivered, repeats included
+DUPLICATE_SAMPLES = "data/duplicate_samples"  # deliveries beyond a sample's first
+MISSING_SAMPLES = "data/missing_samples"  # samples never delivered (drop_last's tail included)
 
 # --- once per run ---------------------------------------------------------------------------
 SUMMARY_SAMPLES_PER_S = "summary/samples_per_s"
@@ -119,11 +127,13 @@ PEAK_PSS = "memory/peak_pss_mb"
 PEAK_USS = "memory/peak_uss_mb"
 PEAK_ANON = "memory/peak_anon_mb"
 WORKERS_PSS = "memory/workers_pss_mb"
+WORKERS_USS = "memory/workers_uss_mb"  # the workers' private pages: what they copied
 PEAK_SHM = "memory/peak_shm_mb"
 CPU_UTILIZATION = "cpu/utilization"
 MONITOR_CPU_FRACTION = "overhead/monitor_cpu_fraction"
 MONITOR_SAMPLES = "overhead/monitor_samples"
 MONITOR_PSS_SAMPLES = "overhead/monitor_pss_samples"  # of them, how many read PSS/USS
+IDLE_WORKERS = "data/idle_workers"  # workers with no shard to read (fewer streams than workers)
 
 # --- sweep parent ---------------------------------------------------------------------------
 SWEEP_N_RUNS = "sweep/n_runs"

@@ -1,6 +1,7 @@
 """``train_one_epoch`` / ``evaluate``, the two ceiling passes, and :class:`EpochRunner`, which
 picks the pass for ``bench.mode``. Plain code over torch objects: no Hydra, no MLflow; the
-clocks come from :mod:`loaderbench.timing`."""
+clocks come from :mod:`loaderbench.timing`. Batches are ``(images, labels, ids)``; the ids feed
+:class:`SampleIds`, the exactly-once count."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from loaderbench import keys
+from loaderbench.exactly_once import SampleIds
 from loaderbench.timing import EpochStats, TimedBatches
 
 
@@ -55,7 +57,7 @@ class Progress:
 def _to_device(
     batch: Any, device: torch.device, channels_last: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = batch
+    images, labels = batch[0], batch[1]  # batch[2], if there, holds the sample ids
     # non_blocking only helps from pinned memory; it is harmless otherwise.
     images = images.to(device, non_blocking=True)
     if channels_last:
@@ -74,9 +76,10 @@ def train_one_epoch(
     max_batches: int | None = None,
     channels_last: bool = False,
     progress: Progress | None = None,
+    ids: SampleIds | None = None,
 ) -> EpochStats:
     """One training pass (the first ``max_batches`` only, if set); loss and accuracy are summed
-    on the device and read once at the end."""
+    on the device and read once at the end. ``ids``: count each batch's sample ids into it."""
     model.train()
     stats = EpochStats(epoch=epoch)
     loss_sum = torch.zeros((), device=device)
@@ -94,11 +97,13 @@ def train_one_epoch(
         optimizer.step()
         loss_sum += loss.detach() * labels.shape[0]
         correct += (logits.detach().argmax(1) == labels).sum()
+        if ids is not None:
+            ids.add(batch)
         if progress is not None:
             progress.update(stats, start)
     stats.loss = loss_sum.item() / max(stats.samples, 1)
     stats.acc = correct.item() / max(stats.samples, 1)
-    return stats
+    return stats if ids is None else ids.fill(stats)
 
 
 @torch.no_grad()
@@ -132,6 +137,7 @@ def iterate_loader(
     warmup_batches: int = 0,
     max_batches: int | None = None,
     progress: Progress | None = None,
+    ids: SampleIds | None = None,
 ) -> EpochStats:
     """The loader's ceiling: fetch every batch and move it to the device, no model.
 
@@ -145,9 +151,11 @@ def iterate_loader(
     )
     for batch in batches:
         _to_device(batch, device, channels_last=False)
+        if ids is not None:
+            ids.add(batch)
         if progress is not None:
             progress.update(stats, start)
-    return stats
+    return stats if ids is None else ids.fill(stats)
 
 
 def train_cached_batch(
@@ -191,6 +199,9 @@ class EpochRunner:
     ``max_batches`` makes every epoch a probe: it stops after that many batches, and in
     ``train`` mode evaluates on that many validation batches at most (outside the clock, as
     always: a probe's accuracy is that of a cut epoch, on part of the validation set).
+
+    ``sample_ids``: the training split's id space (its length); when set, train and
+    loader_only count every epoch's ids (:class:`SampleIds`).
     """
 
     mode: str
@@ -201,6 +212,7 @@ class EpochRunner:
     val_loader: Any
     channels_last: bool = False
     max_batches: int | None = None
+    sample_ids: int | None = None
     _batch: Any = None
     _fetch_s: float = math.nan
 
@@ -217,8 +229,9 @@ class EpochRunner:
             max_batches=self.max_batches,
             progress=progress,
         )
+        ids = SampleIds(self.sample_ids) if self.sample_ids else None
         if self.mode == "loader_only":
-            return iterate_loader(self.train_loader, self.device, **common)
+            return iterate_loader(self.train_loader, self.device, ids=ids, **common)
         if self.mode == "model_only":
             if self._batch is None:
                 t0 = time.perf_counter()
@@ -242,6 +255,7 @@ class EpochRunner:
             self.optimizer,
             self.device,
             channels_last=self.channels_last,
+            ids=ids,
             **common,
         )
         t0 = time.perf_counter()

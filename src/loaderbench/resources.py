@@ -3,7 +3,7 @@
 RSS alone double-counts pages that workers share with the main process (a forked dataset) and
 hides copy-on-read growth; PSS splits shared pages between the processes that map them and USS
 counts only a process's own pages, so the sum of PSS is the tree's real footprint and workers'
-PSS growth is the copy-on-read cost. RssAnon is the anonymous part of RSS: what a memory map of
+PSS growth (their USS: pages only they hold) is the copy-on-read cost. RssAnon is the anonymous part of RSS: what a memory map of
 a file does not count. Shared memory (``/dev/shm``), where worker batches travel to the main
 process, is sampled too (the growth over the run's start).
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 MB = 1024 * 1024
 SHM = "/dev/shm"
 LINUX = sys.platform.startswith("linux")
+PSS_BUDGET = 0.005  # of one core, for PSS/USS reads (+bench.pss_budget=... raises it)
 
 
 @dataclass
@@ -47,6 +48,7 @@ class ResourceUsage:
     peak_pss_mb: float = float("nan")  # main + workers (Linux)
     peak_uss_mb: float = float("nan")
     peak_workers_pss_mb: float = float("nan")  # workers only
+    peak_workers_uss_mb: float = float("nan")  # workers' private pages only
     peak_shm_mb: float = float("nan")
     cpu_utilization: float = float("nan")  # process-tree CPU seconds / wall seconds
     monitor_cpu_s: float = 0.0  # the sampler's own CPU seconds
@@ -66,6 +68,7 @@ class ResourceUsage:
             # No worker ever: truly 0. Workers seen, but no PSS read while they lived: unknown,
             # left out rather than logged as a free 0.
             keys.WORKERS_PSS: self.peak_workers_pss_mb if self.saw_workers else 0.0,
+            keys.WORKERS_USS: self.peak_workers_uss_mb if self.saw_workers else 0.0,
             keys.PEAK_SHM: self.peak_shm_mb,
             keys.CPU_UTILIZATION: self.cpu_utilization,
             keys.MONITOR_CPU_FRACTION: self.monitor_cpu_s / wall_s,
@@ -124,7 +127,7 @@ class ResourceMonitor:
     at a moment a caller knows is interesting.
     """
 
-    def __init__(self, interval_s: float = 0.2, *, pss_budget: float = 0.005):
+    def __init__(self, interval_s: float = 0.2, *, pss_budget: float = PSS_BUDGET):
         self.interval_s, self.pss_budget = interval_s, pss_budget
         self.usage = ResourceUsage()
         self._pid = os.getpid()
@@ -217,21 +220,24 @@ class ResourceMonitor:
 
     def _sample_pss(self, pids: list[int]) -> None:
         u = self.usage
-        pss = uss = workers = 0.0
+        pss = uss = workers = workers_uss = 0.0
         fields = (b"Pss", b"Private_Clean", b"Private_Dirty")
         for i, pid in enumerate(pids):
             m = _read_kb(f"/proc/{pid}/smaps_rollup", fields)
             if not m:
                 continue
+            private = (m.get(b"Private_Clean", 0) + m.get(b"Private_Dirty", 0)) / 1024
             pss += m.get(b"Pss", 0) / 1024
-            uss += (m.get(b"Private_Clean", 0) + m.get(b"Private_Dirty", 0)) / 1024
+            uss += private
             if i > 0:
                 workers += m.get(b"Pss", 0) / 1024
+                workers_uss += private
         if pss > 0:
             u.peak_pss_mb = _max(u.peak_pss_mb, pss)
             u.peak_uss_mb = _max(u.peak_uss_mb, uss)
             if len(pids) > 1:  # workers alive in this read
                 u.peak_workers_pss_mb = _max(u.peak_workers_pss_mb, workers)
+                u.peak_workers_uss_mb = _max(u.peak_workers_uss_mb, workers_uss)
             u.pss_samples += 1
 
     def _sample_psutil(self) -> None:

@@ -48,6 +48,10 @@ class EpochStats:
     val_loss: float = float("nan")
     val_acc: float = float("nan")
     eval_s: float = 0.0  # evaluation after the epoch, outside the epoch's clock
+    # exactly-once accounting of the sample ids (nan: not counted, e.g. model_only)
+    samples_seen: float = float("nan")
+    duplicate_samples: float = float("nan")
+    missing_samples: float = float("nan")
     # (seconds since the epoch's start, samples so far) at the end of every step: the noise
     # estimate's raw material; one tuple append per step (~0.1 us).
     marks: list[tuple[float, int]] = field(default_factory=list, repr=False)
@@ -213,6 +217,12 @@ def epoch_metrics(stats: EpochStats) -> dict[str, float]:
         metrics |= {keys.LOSS_TRAIN: stats.loss, keys.ACC_TRAIN: stats.acc}
     if not math.isnan(stats.val_acc):
         metrics |= {keys.LOSS_VAL: stats.val_loss, keys.ACC_VAL: stats.val_acc}
+    if not math.isnan(stats.samples_seen):
+        metrics |= {
+            keys.SAMPLES_SEEN: stats.samples_seen,
+            keys.DUPLICATE_SAMPLES: stats.duplicate_samples,
+            keys.MISSING_SAMPLES: stats.missing_samples,
+        }
     return metrics
 
 

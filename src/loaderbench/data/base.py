@@ -5,6 +5,9 @@ crop that image ``i`` gets depends on which worker loaded it, i.e. on ``num_work
 sampler hands out ``(epoch, index)`` keys and :class:`TransformedDataset` draws the augmentation
 of that key from a generator seeded by ``(seed, epoch, index)``: the same pixels reach the model
 whatever the loader settings, in any process, with or without persistent workers.
+
+Every sample also carries its id (the index in its split), so a batch is ``(images, labels,
+ids)`` and the loop can check that each sample arrived exactly once per epoch.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ class TransformedDataset(Dataset):
     """Applies ``transform`` to ``base[index]``; a ``random`` transform draws from a generator
     seeded by ``(seed, epoch, index)``.
 
-    Accepts plain integer indices (epoch 0) or ``(epoch, index)`` keys from :class:`EpochSampler`.
+    Accepts plain integer indices (epoch 0) or ``(epoch, index)`` keys from :class:`EpochSampler`
+    and returns ``(image, label, index)``: the index is the sample's id for the exactly-once count.
     torchvision's v2 transforms draw from torch's global generator, so a random draw happens
     inside ``fork_rng``: the caller's generator state (the model's, with ``num_workers=0``) is
     untouched. A deterministic transform (or none) skips that: it costs ~10 µs a sample, which
@@ -67,16 +71,20 @@ class TransformedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, int, int]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
         image, label = self.base[index]
+        return self.apply(image, epoch, index), label, index
+
+    def apply(self, image: Any, epoch: int, index: int) -> Any:
+        """The transform of sample ``index`` in ``epoch`` (also used by streamed datasets)."""
         if not self.random:
-            return (image if self.transform is None else self.transform(image)), label
+            return image if self.transform is None else self.transform(image)
         with torch.random.fork_rng(devices=[]):
             # The CPU generator only: torch.manual_seed would also seed every accelerator
             # backend, which (uninitialised) records a stack trace per call, ~0.2-0.5 ms/sample.
             torch.default_generator.manual_seed(sample_seed(self.seed, epoch, index))
-            return self.transform(image), label
+            return self.transform(image)
 
 
 class EpochSampler(Sampler):

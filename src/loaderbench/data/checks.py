@@ -8,6 +8,7 @@ exit status 2 (``experiment`` unwraps it from Hydra's InstantiationException).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,3 +56,16 @@ def check_sizes(
         "num_classes", num_classes, least=2, most=max_classes, example=min(10, max_classes or 10),
         note=classes_note,
     )  # fmt: skip
+
+
+def check_storage(read_latency_ms: Any, cold_cache: Any) -> None:
+    """The emulated storage of the datasets read from files: a latency in ms, a cold cache."""
+    number = isinstance(read_latency_ms, (int, float)) and not isinstance(read_latency_ms, bool)
+    if not (number and read_latency_ms >= 0):
+        why = "must be 0 or more milliseconds"
+        raise fail("read_latency_ms", read_latency_ms, why, "e.g. dataset.read_latency_ms=0")
+    if cold_cache and not hasattr(os, "posix_fadvise"):
+        raise ConfigError(
+            "dataset.cold_cache=true needs os.posix_fadvise, which this platform lacks (it is "
+            "Linux's); pass dataset.cold_cache=false"
+        )

@@ -46,7 +46,7 @@ from torch.utils.data import Dataset
 
 from loaderbench.config import ConfigError
 from loaderbench.data.base import DatasetPair
-from loaderbench.data.checks import check_choice, check_count, fail
+from loaderbench.data.checks import check_choice, check_count, check_storage, fail
 from loaderbench.data.decoder_warnings import DecoderWarnings
 from loaderbench.data.imagefiles import (
     check_files,
@@ -215,16 +215,7 @@ class ImageFolderOptions:
             why = "must be a number between 0 and 1"
             raise fail("val_fraction", self.val_fraction, why, "e.g. dataset.val_fraction=0.2")
         check_count("image_size", self.image_size, least=1, example=64)
-        if not (_is_number(self.read_latency_ms) and self.read_latency_ms >= 0):
-            why = "must be 0 or more milliseconds"
-            raise fail(
-                "read_latency_ms", self.read_latency_ms, why, "e.g. dataset.read_latency_ms=0"
-            )
-        if self.cold_cache and not hasattr(os, "posix_fadvise"):
-            raise ConfigError(
-                "dataset.cold_cache=true needs os.posix_fadvise, which this platform lacks (it is "
-                "Linux's); pass dataset.cold_cache=false"
-            )
+        check_storage(self.read_latency_ms, self.cold_cache)
         if self.num_classes is not None:
             check_count(
                 "num_classes",

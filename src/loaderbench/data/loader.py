@@ -19,6 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 from loaderbench.config import ConfigError, LoaderConfig
 from loaderbench.data.base import EpochSampler
 from loaderbench.data.faults import WorkerSetup
+from loaderbench.data.shards import ShardSet
+from loaderbench.data.streams import ShardStreams, StreamLoader
 
 TORCH_DEFAULT_PREFETCH = 2  # DataLoader's prefetch_factor when workers > 0 and it is None
 TORCH_DEFAULT_SHARING = torch.multiprocessing.get_sharing_strategy()  # file_descriptor on Linux
@@ -146,6 +148,13 @@ def plan_loader(cfg: LoaderConfig, *, device: torch.device) -> LoaderPlan:
     return plan
 
 
+# LoaderPlan fields that go to DataLoader as they are, whatever the dataset
+_WORKER_KNOBS = (
+    "num_workers", "pin_memory", "persistent_workers", "prefetch_factor",
+    "multiprocessing_context", "timeout",
+)  # fmt: skip
+
+
 def build_loader(
     dataset: Dataset, plan: LoaderPlan, *, seed: int, train: bool = True, deterministic: bool = True
 ) -> DataLoader:
@@ -155,21 +164,13 @@ def build_loader(
     every sample. The sampler and the loader's own generator are seeded, so nothing here draws
     from torch's global generator (which the model's initialisation uses). Workers get the
     run's determinism and sharing strategy whatever their start method (:class:`WorkerSetup`).
+    The training split of tar shards is streamed (a :class:`StreamLoader`, which batches in its
+    workers); everything else is read by index.
     """
     if plan.num_workers:  # process-wide: set every time, so a sweep's next job starts clean
         torch.multiprocessing.set_sharing_strategy(plan.sharing_strategy or TORCH_DEFAULT_SHARING)
-    sampler = EpochSampler(len(dataset), shuffle=plan.shuffle and train, seed=seed)  # type: ignore[arg-type]
-    return DataLoader(
-        dataset,
-        batch_size=plan.batch_size,
-        sampler=sampler,
-        num_workers=plan.num_workers,
-        pin_memory=plan.pin_memory,
-        persistent_workers=plan.persistent_workers,
-        prefetch_factor=plan.prefetch_factor,
-        multiprocessing_context=plan.multiprocessing_context,
-        drop_last=plan.drop_last and train,
-        timeout=plan.timeout,
+    common: dict[str, Any] = {k: getattr(plan, k) for k in _WORKER_KNOBS}
+    common |= dict(
         generator=torch.Generator().manual_seed(seed),
         worker_init_fn=WorkerSetup(
             deterministic=deterministic, sharing_strategy=plan.sharing_strategy
@@ -177,6 +178,37 @@ def build_loader(
         if plan.num_workers
         else None,
     )
+    if train and isinstance(getattr(dataset, "base", None), ShardSet):
+        streams = ShardStreams(
+            dataset,  # type: ignore[arg-type]
+            batch_size=plan.batch_size,
+            shuffle=plan.shuffle,
+            drop_last=plan.drop_last,
+            seed=seed,
+        )
+        return StreamLoader(streams, batch_size=None, **common)
+    sampler = EpochSampler(len(dataset), shuffle=plan.shuffle and train, seed=seed)  # type: ignore[arg-type]
+    return DataLoader(
+        dataset,
+        batch_size=plan.batch_size,
+        sampler=sampler,
+        drop_last=plan.drop_last and train,
+        **common,
+    )
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Tell the loader which epoch its next iterator serves (its sampler, or its stream)."""
+    target = loader if isinstance(loader, StreamLoader) else loader.sampler
+    target.set_epoch(epoch)
+
+
+def epoch_samples(loader: DataLoader, epoch: int) -> int:
+    """Samples a correct epoch delivers: each sample once, less what ``drop_last`` drops."""
+    if isinstance(loader, StreamLoader):
+        return loader.epoch_samples(epoch)
+    n = len(loader.dataset)  # type: ignore[arg-type]
+    return len(loader) * loader.batch_size if loader.drop_last else n
 
 
 def close_loader(loader: DataLoader) -> None:

@@ -4,7 +4,8 @@
 already a float32 tensor in memory, so loading is indexing and collating. It is the one dataset
 that holds its samples (by design): a forked worker shares the pages, a spawned worker receives
 the tensors through shared memory (torch moves their storage to /dev/shm, which must be large
-enough). The memory is checked before anything is allocated.
+enough). The memory is checked before anything is allocated; what does not fit runs with
+``storage=mmap``, the same numbers read from a file (:mod:`loaderbench.data.tensorfile`).
 
 The images are learnable, not pure noise: each class adds its own per-channel mean offset to
 standard normal noise, so a model that pools over the image separates the classes and accuracy
@@ -19,8 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import time
 from typing import Any
 
+import numpy as np
 import psutil
 import torch
 from torch.utils.data import TensorDataset
@@ -29,7 +33,14 @@ from torchvision.transforms import ToPILImage
 
 from loaderbench.config import ConfigError
 from loaderbench.data.base import DatasetPair, sample_seed
-from loaderbench.data.checks import check_sizes
+from loaderbench.data.checks import check_choice, check_sizes, check_storage
+from loaderbench.data.tensorfile import (
+    MappedImages,
+    check_disk,
+    labels_path_of,
+    open_user_file,
+    write_generated,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +68,69 @@ def check_memory(*, size: int, val_size: int, image_size: int) -> int:
     if need <= usable:
         return need
     most = usable // tensor_bytes(1, image_size) - val_size
-    fix = (
+    lower = (
         f"lower dataset.size (at most ~{most} here) or dataset.image_size"
         if most >= 1
         else "lower dataset.image_size or dataset.val_size"
+    )
+    fix = (
+        "pass dataset.storage=mmap (the same tensor written once to an .npy file and read "
+        f"through a memory map: RAM stays bounded), or {lower}"
     )
     raise ConfigError(
         f"dataset.size={size} + dataset.val_size={val_size} images of "
         f"3×{image_size}×{image_size} float32 need {need / _GB:.1f} GB; "
         f"{available / _GB:.1f} GB is available ({MEMORY_FRACTION:.0%} of it usable); {fix}"
+    )
+
+
+def _generator(seed: int, num_classes: int) -> tuple[torch.Generator, torch.Tensor]:
+    g = torch.Generator().manual_seed(sample_seed(seed, -5, 0))
+    return g, torch.randn(num_classes, 3, generator=g) * CLASS_OFFSET_SCALE
+
+
+def _make_mapped(
+    *, size: int, val_size: int, image_size: int, num_classes: int, seed: int,
+    path: str | None, labels_path: str | None, cache_dir: str, options: dict[str, Any],
+) -> DatasetPair:  # fmt: skip
+    """``make_tensor`` with ``storage=mmap``: your ``path``, or the generated file (written
+    once into ``cache_dir``)."""
+    params = dict(
+        size=size, val_size=val_size, image_size=image_size, classes=num_classes, seed=seed
+    )
+    if path:
+        labels, fingerprint = open_user_file(path, labels_path, size=size, val_size=val_size)
+        if (top := int(labels[: size + val_size].max())) >= num_classes:
+            raise ConfigError(
+                f"dataset.num_classes={num_classes}, but the labels hold {top}; pass "
+                f"dataset.num_classes={top + 1}"
+            )
+    else:
+        fingerprint = _fingerprint("tensor", **params)  # the same numbers as in memory
+        path = os.path.join(cache_dir, f"{fingerprint}.npy")
+        if not os.path.isfile(path):
+            need = tensor_bytes(size + val_size, image_size)
+            check_disk(cache_dir, need)
+            t0 = time.perf_counter()
+            g, offsets = _generator(seed, num_classes)
+            write_generated(
+                path, counts=(size, val_size), image_size=image_size,
+                num_classes=num_classes, generator=g, offsets=offsets,
+            )  # fmt: skip
+            log.info(
+                "wrote %d + %d tensor images (%.2f GB) to %s in %.1f s",
+                size, val_size, need / _GB, path, time.perf_counter() - t0,
+            )  # fmt: skip
+        labels = np.load(labels_path_of(path))
+    train = MappedImages(path, labels[:size], start=0, n=size, **options)
+    val_options = {**options, "cold_cache": False}
+    val = MappedImages(path, labels[size : size + val_size], start=size, n=val_size, **val_options)
+    return DatasetPair(
+        train=train,
+        val=val,
+        num_classes=num_classes,
+        fingerprint=fingerprint,
+        stats={"file_gb": os.path.getsize(path) / _GB},
     )
 
 
@@ -79,18 +144,45 @@ def _images(
     return images
 
 
+STORAGE = ("memory", "mmap")
+
+
 def make_tensor(
-    *, size: int, val_size: int, image_size: int, num_classes: int = 10, seed: int
+    *,
+    size: int,
+    val_size: int,
+    image_size: int,
+    num_classes: int = 10,
+    seed: int,
+    storage: str = "memory",
+    path: str | None = None,
+    labels_path: str | None = None,
+    cache_dir: str = "outputs/cache",
+    read_latency_ms: float = 0.0,
+    cold_cache: bool = False,
 ) -> DatasetPair:
-    """In-memory ``TensorDataset`` splits of float32 images 3×H×W and int64 labels.
+    """Float32 images 3×H×W and int64 labels: in-memory ``TensorDataset`` splits, or with
+    ``storage=mmap`` the same numbers read through a memory map (see ``tensorfile``).
 
     Generated from an explicit ``torch.Generator`` seeded by ``seed`` (the global generator,
     which initialises the model, is not touched).
     """
     check_sizes(size=size, val_size=val_size, image_size=image_size, num_classes=num_classes)
+    check_choice("storage", storage, STORAGE)
+    if storage == "mmap":
+        check_storage(read_latency_ms, cold_cache)
+        return _make_mapped(
+            size=size, val_size=val_size, image_size=image_size, num_classes=num_classes,
+            seed=seed, path=path, labels_path=labels_path, cache_dir=cache_dir,
+            options=dict(read_latency_ms=read_latency_ms, cold_cache=cold_cache),
+        )  # fmt: skip
+    file_only = dict(path=path, labels_path=labels_path, read_latency_ms=read_latency_ms or None)
+    for key, value in (*file_only.items(), ("cold_cache", cold_cache or None)):
+        if value is not None:  # a file's knob on data in RAM would be recorded but do nothing
+            why = "applies to dataset.storage=mmap only"
+            raise ConfigError(f"dataset.{key}={value}: {why}; pass dataset.storage=mmap too")
     need = check_memory(size=size, val_size=val_size, image_size=image_size)
-    g = torch.Generator().manual_seed(sample_seed(seed, -5, 0))
-    offsets = torch.randn(num_classes, 3, generator=g) * CLASS_OFFSET_SCALE
+    g, offsets = _generator(seed, num_classes)
     splits = []
     for n in (size, val_size):
         labels = torch.randint(num_classes, (n,), generator=g)

@@ -1,23 +1,33 @@
-"""Write the procedural shapes dataset to disk as an image folder (``scripts/make_imagefolder.py``).
+"""Write the procedural shapes dataset to disk as an image folder (``scripts/make_imagefolder.py``)
+or as tar shards (``scripts/make_shards.py``, which also shards any image folder).
 
 The pixels are those of ``dataset=shapes`` with the same size, classes and seed (before JPEG
-compression), so ``dataset=imagefolder`` on the result differs from the default workload only by
-reading and decoding files.
+compression), so ``dataset=imagefolder`` or ``dataset=shapes`` on the result differs from the
+default workload only by reading and decoding files.
 """
 
 from __future__ import annotations
 
+import argparse
+import inspect
+import io
 import os
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
+import torch
 from PIL import Image
 
 from loaderbench.config import ConfigError
+from loaderbench.data.imagefiles import read_bytes
 from loaderbench.data.shapes import SHAPES, ShapesDataset
+from loaderbench.data.tarshards import write_shard
 
 FORMATS = {"jpeg": ("JPEG", ".jpg"), "png": ("PNG", ".png")}
 
@@ -31,14 +41,22 @@ class WriteSummary:
     bytes: int
     seconds: float
     classes: list[str]
+    samples: dict[str, int] = field(default_factory=dict)  # split -> samples (shards: in files)
+
+
+def encode(image: torch.Tensor, image_format: str, quality: int) -> bytes:
+    """A uint8 3×H×W tensor as JPEG or PNG bytes."""
+    pil_format = FORMATS[image_format][0]
+    out = io.BytesIO()
+    save_kwargs = {"quality": quality} if pil_format == "JPEG" else {}
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(out, pil_format, **save_kwargs)
+    return out.getvalue()
 
 
 def _write_chunk(task: tuple[str, str, int, int, dict[str, Any], str, int]) -> tuple[int, set[str]]:
     """Write shapes samples ``start:stop`` of one split; return (bytes, class names used)."""
     out, split, start, stop, shapes_kwargs, image_format, quality = task
     dataset = ShapesDataset(split=split, **shapes_kwargs)
-    pil_format, ext = FORMATS[image_format]
-    save_kwargs = {"quality": quality} if pil_format == "JPEG" else {}
     made: set[str] = set()
     written = 0
     for index in range(start, stop):
@@ -48,10 +66,40 @@ def _write_chunk(task: tuple[str, str, int, int, dict[str, Any], str, int]) -> t
         if name not in made:
             os.makedirs(class_dir, exist_ok=True)
             made.add(name)
-        path = os.path.join(class_dir, f"{index:07d}{ext}")
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(path, pil_format, **save_kwargs)
-        written += os.path.getsize(path)
+        data = encode(image, image_format, quality)
+        with open(os.path.join(class_dir, f"{index:07d}{FORMATS[image_format][1]}"), "wb") as f:
+            f.write(data)
+        written += len(data)
     return written, made
+
+
+def _check_format(image_format: str, quality: int, count: int, val_count: int) -> None:
+    if image_format not in FORMATS:
+        raise ConfigError(f"image format {image_format!r}: choose one of {', '.join(FORMATS)}")
+    if count < 1 or val_count < 1:
+        raise ConfigError(f"count={count}, val_count={val_count}: both must be at least 1")
+    if not 1 <= quality <= 100:
+        raise ConfigError(f"quality={quality}: JPEG quality is 1 to 100 (e.g. 90)")
+
+
+def _run(fn: Callable[[Any], Any], tasks: list[Any], workers: int | None) -> list[Any]:
+    """``fn`` over ``tasks`` in ``workers`` processes (default: all cores)."""
+    workers = min(workers or os.cpu_count() or 1, len(tasks))
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            return list(pool.map(fn, tasks))
+    return [fn(task) for task in tasks]
+
+
+def _prepare(out: str, overwrite: bool) -> str:
+    out = os.path.abspath(os.path.expanduser(out))
+    for split in ("train", "val"):
+        split_dir = os.path.join(out, split)
+        if os.path.exists(split_dir):
+            if not overwrite:
+                raise FileExistsError(f"{split_dir} exists; choose another output or overwrite it")
+            shutil.rmtree(split_dir)
+    return out
 
 
 def write_imagefolder(
@@ -74,19 +122,8 @@ def write_imagefolder(
     Chunks are written by ``workers`` processes (default: all cores). Ends with ``os.sync()`` so
     the new files are clean pages that ``cold_cache`` can drop.
     """
-    if image_format not in FORMATS:
-        raise ConfigError(f"image format {image_format!r}: choose one of {', '.join(FORMATS)}")
-    if count < 1 or val_count < 1:
-        raise ConfigError(f"count={count}, val_count={val_count}: both must be at least 1")
-    if not 1 <= quality <= 100:
-        raise ConfigError(f"quality={quality}: JPEG quality is 1 to 100 (e.g. 90)")
-    out = os.path.abspath(os.path.expanduser(out))
-    for split in ("train", "val"):
-        split_dir = os.path.join(out, split)
-        if os.path.exists(split_dir):
-            if not overwrite:
-                raise FileExistsError(f"{split_dir} exists; choose another output or overwrite it")
-            shutil.rmtree(split_dir)
+    _check_format(image_format, quality, count, val_count)
+    out = _prepare(out, overwrite)
     # Validate the shapes arguments once, here, rather than in every worker.
     shapes_kwargs = dict(image_size=image_size, num_classes=num_classes, seed=seed)
     ShapesDataset(size=1, split="train", **shapes_kwargs)
@@ -106,12 +143,7 @@ def write_imagefolder(
         for split, n in (("train", count), ("val", val_count))
         for start in range(0, n, chunk)
     ]
-    workers = min(workers or os.cpu_count() or 1, len(tasks))
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_write_chunk, tasks))
-    else:
-        results = [_write_chunk(task) for task in tasks]
+    results = _run(_write_chunk, tasks, workers)
     if hasattr(os, "sync"):
         os.sync()
     classes = sorted(set().union(*(made for _, made in results)))
@@ -122,3 +154,135 @@ def write_imagefolder(
         seconds=time.perf_counter() - t0,
         classes=classes,
     )
+
+
+# --- tar shards -----------------------------------------------------------------------------
+
+
+def _shapes_shard(
+    task: tuple[str, str, int, int, dict[str, Any], str, int],
+) -> tuple[int, set[int]]:
+    """Write shapes samples ``start:stop`` of one split as one shard (keys: the sample index)."""
+    path, split, start, stop, shapes_kwargs, image_format, quality = task
+    dataset = ShapesDataset(split=split, **shapes_kwargs)
+    ext = FORMATS[image_format][1][1:]
+    labels: set[int] = set()
+
+    def samples():
+        for index in range(start, stop):
+            image, label = dataset[index]
+            labels.add(label)
+            yield f"{index:08d}", encode(image, image_format, quality), ext, label
+
+    return write_shard(path, samples()), labels
+
+
+def _file_shard(task: tuple[str, list[tuple[int, str, int]]]) -> tuple[int, set[int]]:
+    """Write ``(index, file, label)`` image files as one shard, their bytes as they are."""
+    path, items = task
+    samples = (
+        (f"{i:08d}", bytes(read_bytes(f)), os.path.splitext(f)[1][1:].lower(), label)
+        for i, f, label in items
+    )
+    return write_shard(path, samples), {label for _, _, label in items}
+
+
+def _shard_tasks(out: str, split: str, n: int, per_shard: int) -> list[tuple[str, int, int]]:
+    os.makedirs(os.path.join(out, split), exist_ok=True)
+    return [
+        (os.path.join(out, split, f"shard-{k:06d}.tar"), start, min(start + per_shard, n))
+        for k, start in enumerate(range(0, n, per_shard))
+    ]
+
+
+def _summary(
+    out: str, tasks: dict[str, list], samples: dict[str, int], results: list, t0: float,
+    classes: list[str],
+) -> WriteSummary:  # fmt: skip
+    if hasattr(os, "sync"):
+        os.sync()  # clean pages, which cold_cache can drop
+    return WriteSummary(
+        root=out,
+        files={split: len(t) for split, t in tasks.items()},
+        bytes=sum(n for n, _ in results),
+        seconds=time.perf_counter() - t0,
+        classes=classes,
+        samples=samples,
+    )
+
+
+def write_shards(out: str, *, per_shard: int = 512, **shapes: Any) -> WriteSummary:
+    """The shapes dataset as ``out/{train,val}/shard-NNNNNN.tar`` of ``per_shard`` samples
+    (WebDataset layout: ``KEY.jpg`` + ``KEY.cls``; the key is the sample's index). ``shapes``:
+    the keyword arguments of :func:`write_imagefolder`, with its defaults. ``files`` of the
+    summary counts shards. Shards are written by ``workers`` processes."""
+    bound = inspect.signature(write_imagefolder).bind(out, **shapes)
+    bound.apply_defaults()
+    a = SimpleNamespace(**bound.arguments)
+    _check_format(a.image_format, a.quality, a.count, a.val_count)
+    if per_shard < 1:
+        raise ConfigError(f"per_shard={per_shard}: a shard holds at least 1 sample")
+    out = _prepare(out, a.overwrite)
+    shapes_kwargs = dict(image_size=a.image_size, num_classes=a.num_classes, seed=a.seed)
+    ShapesDataset(size=1, split="train", **shapes_kwargs)  # validate once, here
+    t0 = time.perf_counter()
+    tasks = {
+        split: [
+            (path, split, start, stop, {**shapes_kwargs, "size": n}, a.image_format, a.quality)
+            for path, start, stop in _shard_tasks(out, split, n, per_shard)
+        ]
+        for split, n in (("train", a.count), ("val", a.val_count))
+    }
+    results = _run(_shapes_shard, tasks["train"] + tasks["val"], a.workers)
+    samples = {"train": a.count, "val": a.val_count}
+    names = [SHAPES[i] for i in sorted(set().union(*(labels for _, labels in results)))]
+    return _summary(out, tasks, samples, results, t0, names)
+
+
+def shard_imagefolder(
+    out: str,
+    root: str,
+    *,
+    per_shard: int = 512,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    workers: int | None = None,
+    overwrite: bool = False,
+) -> WriteSummary:
+    """Any image folder (``dataset=imagefolder``'s layouts, every file checked) as shards. The
+    files' bytes are stored as they are, in an order shuffled by ``seed``: a folder is sorted by
+    class, and a shuffle buffer cannot mix classes that sit in different shards."""
+    from loaderbench.data.imagefolder import make_imagefolder
+
+    pair = make_imagefolder(root=root, val_fraction=val_fraction, seed=seed)
+    out = _prepare(out, overwrite)
+    t0 = time.perf_counter()
+    tasks: dict[str, list] = {}
+    for split, data in (("train", pair.train), ("val", pair.val)):
+        order = np.random.default_rng(seed).permutation(len(data))
+        items = [(i, data.path(int(j)), int(data.labels[j])) for i, j in enumerate(order)]
+        tasks[split] = [
+            (path, items[a:b]) for path, a, b in _shard_tasks(out, split, len(items), per_shard)
+        ]
+    results = _run(_file_shard, tasks["train"] + tasks["val"], workers)
+    samples = {"train": len(pair.train), "val": len(pair.val)}
+    return _summary(out, tasks, samples, results, t0, list(pair.train.classes))
+
+
+def add_shapes_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The shapes writers' options, for ``scripts/make_imagefolder.py`` and ``make_shards.py``;
+    :func:`shapes_arguments` reads them back as keyword arguments."""
+    add = parser.add_argument
+    add("--count", type=int, default=4096, help=f"{prefix}training images (4096)")
+    add("--val-count", type=int, default=1024, help=f"{prefix}validation images (1024)")
+    add("--image-size", type=int, default=64, help=f"{prefix}pixels per side (64)")
+    add("--classes", type=int, default=6, help=f"{prefix}2..{len(SHAPES)} shapes (6)")
+    add("--format", choices=sorted(FORMATS), default="jpeg", help=f"{prefix}(jpeg)")
+    add("--quality", type=int, default=90, help=f"{prefix}JPEG quality 1..100 (90)")
+
+
+def shapes_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        count=args.count, val_count=args.val_count, image_size=args.image_size,
+        num_classes=args.classes, image_format=args.format, quality=args.quality,
+    )  # fmt: skip

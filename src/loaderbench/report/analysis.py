@@ -29,6 +29,12 @@ class RunRow:
     metrics: dict[str, float]
     error: str | None = None
     histories: dict[str, list[float]] = field(default_factory=dict)
+    exactly_once: str | None = None  # the run's EXACTLY_ONCE_TAG: "ok", or what went wrong
+
+    @property
+    def delivered_wrong(self) -> bool:
+        """Some epoch delivered a sample twice, or not at all."""
+        return self.exactly_once not in (None, keys.EXACTLY_ONCE_OK)
 
     @property
     def finished(self) -> bool:
@@ -91,6 +97,8 @@ class Analysis:
     efficiencies: list[float] = field(default_factory=list)  # one per ceilings line
     search: dict[str, float] = field(default_factory=dict)  # a tuner's tune/* figures
     pick: Group | None = None  # what the recommendation recommends (best, or simpler in noise)
+    delivery: list[str] = field(default_factory=list)  # runs not delivered exactly once
+    idle: list[str] = field(default_factory=list)  # runs whose workers sat idle
 
     @property
     def n_runs(self) -> int:
@@ -117,6 +125,7 @@ def analyze(name: str, rows: list[RunRow], search: dict[str, float] | None = Non
     warnings, repro = check_reproducibility([r for r in rows if not r.probe], varied)
     ceilings, efficiencies = find_ceilings(full)
     recommendation = verdict.snippet(v.pick.runs[0]) if v.pick else ""
+    delivery, idle = data_notes(rows)
     return Analysis(
         name,
         rows,
@@ -133,6 +142,8 @@ def analyze(name: str, rows: list[RunRow], search: dict[str, float] | None = Non
         efficiencies,
         search or {},
         v.pick,
+        delivery,
+        idle,
     )
 
 
@@ -152,14 +163,47 @@ def group_repeats(rows: list[RunRow], varied: list[str]) -> list[Group]:
 
 
 def make_verdict(groups: list[Group]) -> verdict.Verdict:
-    """The verdict over the training combinations (all groups when none trained)."""
+    """The verdict over the training combinations (all groups when none trained). A run that
+    did not deliver every sample exactly once is left out: its samples/s counts repeats."""
     cands = [g for g in groups if g.runs[0].mode == keys.MODE_TRAIN] or groups
+    wrong = [g for g in cands if any(r.delivered_wrong for r in g.runs)]
+    cands = [g for g in cands if g not in wrong]
     if not cands:
-        return verdict.Verdict("No run finished, so there is no answer.", None, "none", None)
+        why = " (every run delivered samples wrongly)" if wrong else ""
+        return verdict.Verdict(f"No run finished{why}, so there is no answer.", None, "none", None)
     v = verdict.decide(cands)
     if v.pick is not None:
         v.why = verdict.explain(v.pick, cands)
+    if wrong:
+        if len(cands) == 1:
+            once = "Only one setting delivered every sample exactly once"
+            v.sentence = v.sentence.replace("Only one setting ran", once, 1)
+        names = ", ".join(g.label for g in wrong)
+        v.sentence += f" Left out: {names} (samples not delivered exactly once)."
     return v
+
+
+def data_notes(rows: list[RunRow]) -> tuple[list[str], list[str]]:
+    """In words: the runs that did not deliver every sample exactly once, and the runs whose
+    workers sat idle (fewer shards to read than workers)."""
+    delivery = [
+        f"**{r.name}**: {r.exactly_once}. Its samples/s counts every repeat and it trained on "
+        "another epoch than the others; an IterableDataset must split its shards by worker "
+        "(here `dataset.split_by_worker=true`)."
+        for r in rows
+        if r.delivered_wrong
+    ]
+    idle = []
+    for r in rows:
+        n = r.value(keys.IDLE_WORKERS)
+        if n > 0:
+            workers = r.params.get(keys.WORKERS_PARAM, "?")
+            idle.append(
+                f"**{r.name}**: {n:.0f} of {workers} workers sat idle: each stream of shards "
+                "is read by one worker, and there were fewer streams (at most one per shard, "
+                "`dataset.streams`) than workers."
+            )
+    return delivery, idle
 
 
 def _compare(a: RunRow, b: RunRow, key: str) -> str | None:

@@ -24,16 +24,21 @@ COLUMNS = {  # summary key -> (table header, display format); the table shows th
     keys.SUMMARY_DATA_WAIT: ("data wait", ".1%"),
     keys.PEAK_RSS: ("peak RSS (MB)", ".0f"),
     keys.PEAK_PSS: ("peak PSS (MB)", ".0f"),
+    keys.PEAK_ANON: ("peak anon (MB)", ".0f"),
     keys.WORKERS_PSS: ("workers PSS (MB)", ".0f"),
+    keys.WORKERS_USS: ("workers USS (MB)", ".0f"),
     keys.CPU_UTILIZATION: ("CPU (cores busy)", ".3g"),
     keys.SUMMARY_VAL_ACC: ("val acc", ".1%"),
 }
+# only when a run has them
 OPTIONAL = (
     keys.SUMMARY_PROJECTED,
     keys.PEAK_PSS,
+    keys.PEAK_ANON,
     keys.WORKERS_PSS,
+    keys.WORKERS_USS,
     keys.CPU_UTILIZATION,
-)  # only when a run has them
+)
 
 
 def _table(header: list[str], body: list[list[Any]]) -> list[str]:
@@ -116,8 +121,19 @@ def note(a: Analysis, links: list[str] = ()) -> str:
     ]
     header = ["run", *a.varied, "samples/s", "steady 95% interval", "data wait", "status"]
     out += _table(header, body) + [""]
+    out += _data_section(a)
     out += [f"Reproducibility: {a.reproducibility}.", "", *links]
     return "\n".join(out)
+
+
+def _data_section(a: Analysis) -> list[str]:
+    out = []
+    if a.delivery:
+        out += ["## ⚠ Samples not delivered exactly once", ""]
+        out += [f"- {line}" for line in a.delivery] + [""]
+    if a.idle:
+        out += ["## Idle workers", "", *(f"- {line}" for line in a.idle), ""]
+    return out
 
 
 def markdown(a: Analysis) -> str:
@@ -126,6 +142,7 @@ def markdown(a: Analysis) -> str:
     out += _recommendation(a)
     if line := search_line(a):
         out += ["## Search", "", line, ""]
+    out += _data_section(a)
     if a.warnings:
         out += ["## ⚠ Reproducibility warning", ""]
         out += ["Runs that differ only in loader settings should train identically, but:", ""]

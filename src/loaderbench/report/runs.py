@@ -35,6 +35,7 @@ def to_row(client: Any, run: Any) -> RunRow:
     info, data = run.info, run.data
     row = RunRow(info.run_id, info.run_name or info.run_id[:8], info.status, data.params, {})
     row.metrics = dict(data.metrics)
+    row.exactly_once = data.tags.get(keys.EXACTLY_ONCE_TAG)
     if signal := data.tags.get(keys.KILLED_BY_TAG):
         row.error = f"stopped by {signal} (Ctrl-C, kill, scancel or preemption)"
     elif not row.finished:
