@@ -43,6 +43,10 @@ def test_every_option_composes_and_instantiates(group, option, image_root):
         overrides.append(f"dataset.root={image_root}")
     if option == "shards":  # generated shards go to a cache folder: a temporary one here
         overrides.append(f"dataset.cache_dir={image_root / 'cache'}")
+    if (group, option) == ("dataset", "custom"):  # a user's Dataset class, by its path
+        overrides += ["dataset.target=tests.user_datasets.Tensors", "+dataset.kwargs.n=400"]
+    if (group, option) == ("model", "custom"):  # a user's nn.Module, by its path
+        overrides.append("model._target_=tests.user_datasets.Net")
     cfg = compose_config(overrides)
     if group == "device" and option in ACCELERATORS and not ACCELERATORS[option]:
         with pytest.raises(ConfigError, match=f"device={option}"):

@@ -75,7 +75,9 @@ def test_each_mode_reads_what_it_claims_and_logs_its_keys(small_cfg, mode, train
         "dataset._target_=tests.test_modes.counting_shapes",
     )
     t = _run(cfg)
-    assert (READS["train"], READS["val"]) == (train_reads, val_reads)
+    # + 1: before the run, prepare() reads training sample 0 once: its shape is the model's
+    # input, and the model is checked on it.
+    assert (READS["train"], READS["val"]) == (train_reads + 1, val_reads)
     assert t.params["bench.mode"] == mode
 
     for key in (*keys.EPOCH_KEYS, keys.SUMMARY_SAMPLES_PER_S, keys.SUMMARY_DATA_WAIT):
@@ -137,7 +139,7 @@ def test_a_probe_reads_n_batches_an_epoch_and_projects(small_cfg, mode):
     )
     t = _run(cfg)
     val_reads = 2 * VAL_SIZE if mode == "train" else 0  # 2 val batches: fewer than 4
-    assert (READS["train"], READS["val"]) == (2 * 4 * BATCH, val_reads)
+    assert (READS["train"], READS["val"]) == (2 * 4 * BATCH + 1, val_reads)  # + prepare()'s
     assert [s for s, _ in t.metrics[keys.SAMPLES_PER_S]] == [0, 1]
     samples = t.last(keys.SAMPLES_PER_S) * t.last(keys.EPOCH_S)
     assert samples == pytest.approx(4 * BATCH, rel=1e-9)  # what the probe measured, not more

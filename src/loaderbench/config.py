@@ -88,3 +88,24 @@ def register_configs() -> None:
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key and the fix."""
+
+
+def locate(key: str, path: object) -> object:
+    """The class or function a config value names by dotted path (``mypkg.data.MyDataset``),
+    or a ConfigError naming ``key`` and the fix. (Hydra's ``get_object`` would also log the
+    error at ERROR level: a second, longer message for the same mistake.)"""
+    from hydra._internal.utils import _locate
+
+    if not isinstance(path, str) or not path or path == "???":
+        raise ConfigError(
+            f"{key}={path}: must name a class or function, e.g. {key}=mypkg.module.Name"
+        )
+    try:
+        return _locate(path)
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        raise ConfigError(
+            f"{key}={path}: cannot import it ({type(cause).__name__}: {cause}); make its package "
+            "importable here and in the workers (pip install -e it, or PYTHONPATH=the folder "
+            "that holds it) and check the spelling"
+        ) from None

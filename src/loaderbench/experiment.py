@@ -23,16 +23,19 @@ from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from loaderbench import exactly_once, keys, store, tracking
 from loaderbench.config import ConfigError
-from loaderbench.data import DatasetPair, LoaderPlan, TransformedDataset, build_loader, plan_loader
+from loaderbench.data import DatasetPair, LoaderPlan, build_loader, plan_loader
 from loaderbench.data.faults import (
     LoaderFailure,
     check_shared_memory,
     explain_loader_error,
     sample_bytes,
 )
-from loaderbench.data.loader import close_loader, epoch_samples, set_epoch
+from loaderbench.data.iterable import first_sample, transformed
+from loaderbench.data.loader import close_loader, epoch_samples, fit_plan, set_epoch
+from loaderbench.data.pickling import check_picklable
 from loaderbench.devices import configure_determinism, device_label, resolve_device
 from loaderbench.loop import EpochRunner, Progress
+from loaderbench.models import build_model, check_model
 from loaderbench.naming import run_name
 from loaderbench.provenance import env_tags, scheduler_job_id
 from loaderbench.resources import PSS_BUDGET, ResourceMonitor
@@ -119,13 +122,18 @@ def _instantiate_dataset(cfg: DictConfig) -> DatasetPair:
     try:
         return instantiate(options)
     except InstantiationException as exc:  # Hydra wraps the builder's own clear error
-        if isinstance(exc.__cause__, ConfigError):
+        if isinstance(exc.__cause__, (ConfigError, LoaderFailure)):  # e.g. a bad sample
             raise exc.__cause__ from None
         raise
 
 
-# config values that name files or folders
-PATH_KEYS = ("dataset.root", "dataset.path", "dataset.labels_path", "dataset.cache_dir")
+PATH_KEYS = (  # config values that name files or folders
+    "dataset.root",
+    "dataset.path",
+    "dataset.labels_path",
+    "dataset.cache_dir",
+    *(f"dataset.{kw}.{k}" for kw in ("kwargs", "val_kwargs") for k in ("root", "path")),
+)
 
 
 def resolve_paths(cfg: DictConfig, launch_dir: str) -> dict[str, str]:
@@ -169,19 +177,27 @@ def prepare(cfg: DictConfig) -> Setup:
     seed = int(cfg.seed)
     data = _instantiate_dataset(cfg)
     preset = instantiate(cfg.transforms)
-    train_set = TransformedDataset(
-        data.train, preset.train, seed, random=getattr(preset, "random", True)
-    )
-    val_set = TransformedDataset(data.val, preset.val, seed, random=False)
+    train_set = transformed(data.train, preset.train, seed, random=getattr(preset, "random", True))
+    val_set = transformed(data.val, preset.val, seed, random=False)
+    fit_plan(plan, train_set)
+    context, workers = plan.effective["multiprocessing_context"], plan.num_workers
+    check_picklable({"train": train_set, "val": val_set}, context, workers)
 
-    # One sample, fetched here, sizes the batches workers will pass through /dev/shm.
-    batch_bytes = sample_bytes(train_set[0]) * plan.batch_size if plan.num_workers else 0
+    # One sample, fetched here, sizes the batches workers will pass through /dev/shm and
+    # tells the model its input.
+    sample = first_sample(train_set)
+    batch_bytes = sample_bytes(sample) * plan.batch_size if plan.num_workers else 0
     if warning := check_shared_memory(plan, batch_bytes):
         log.warning("%s", warning)
     det = bool(cfg.trainer.deterministic)
 
     torch.manual_seed(seed)  # model initialisation: the same weights for every loader setting
-    model = instantiate(cfg.model, num_classes=data.num_classes).to(device)
+    spec = OmegaConf.to_container(cfg.model, resolve=True)
+    model, left_out = build_model(spec, num_classes=data.num_classes, input_shape=sample[0].shape)
+    model = model.to(device)
+    check_model(model, torch.stack([sample[0]] * 2), data.num_classes, device)
+    for key, why in left_out.items():  # recorded like a loader setting that was not used
+        plan.effective[f"model.{key}"], plan.reasons[f"model.{key}"] = None, why
     optimizer = instantiate(cfg.optim)(model.parameters())
     return Setup(
         device=device,

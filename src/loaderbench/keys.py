@@ -154,3 +154,14 @@ SUMMARY_KEYS = (
     PEAK_RSS,
 )
 SUMMARY_MODEL_KEYS = (SUMMARY_VAL_ACC, SUMMARY_TRAIN_LOSS)
+
+# --- a user's own pipeline, and training predicted from the ceilings (report/predict.py) -----
+CPU_COUNT_TAG = "env.cpu_count"
+CPU_AFFINITY_TAG = "env.cpu_affinity"  # the cores this process may use
+TORCH_THREADS_TAG = "env.torch_threads"
+TRAIN_SIZE_PARAM = "data.train_size"
+BATCH_SIZE_PARAM = "loader.batch_size"
+EPOCHS_PARAM = "trainer.epochs"
+PERSISTENT_EFFECTIVE = EFFECTIVE_PREFIX + "persistent_workers"
+SHUFFLE_EFFECTIVE = EFFECTIVE_PREFIX + "shuffle"  # False for an IterableDataset (with a reason)
+MODEL_EFFECTIVE_PREFIX = EFFECTIVE_PREFIX + "model."  # a model key its target does not take

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from loaderbench.config import ConfigError, LoaderConfig
 from loaderbench.data.base import EpochSampler
@@ -187,7 +187,11 @@ def build_loader(
             seed=seed,
         )
         return StreamLoader(streams, batch_size=None, **common)
-    sampler = EpochSampler(len(dataset), shuffle=plan.shuffle and train, seed=seed)  # type: ignore[arg-type]
+    sampler = (  # an iterable dataset yields in its own order: no sampler
+        None
+        if isinstance(dataset, IterableDataset)
+        else EpochSampler(len(dataset), shuffle=plan.shuffle and train, seed=seed)  # type: ignore[arg-type]
+    )
     return DataLoader(
         dataset,
         batch_size=plan.batch_size,
@@ -197,18 +201,30 @@ def build_loader(
     )
 
 
-def set_epoch(loader: DataLoader, epoch: int) -> None:
-    """Tell the loader which epoch its next iterator serves (its sampler, or its stream)."""
-    target = loader if isinstance(loader, StreamLoader) else loader.sampler
-    target.set_epoch(epoch)
-
-
 def epoch_samples(loader: DataLoader, epoch: int) -> int:
     """Samples a correct epoch delivers: each sample once, less what ``drop_last`` drops."""
     if isinstance(loader, StreamLoader):
         return loader.epoch_samples(epoch)
     n = len(loader.dataset)  # type: ignore[arg-type]
     return len(loader) * loader.batch_size if loader.drop_last else n
+
+
+def fit_plan(plan: LoaderPlan, dataset: Dataset) -> None:
+    """What the dataset itself rules out: an iterable dataset sets its own order, so
+    ``shuffle=true`` does nothing (recorded, like any setting that was not used)."""
+    if isinstance(dataset, IterableDataset) and plan.shuffle:
+        plan.shuffle = False
+        plan.effective["shuffle"] = False
+        plan.reasons["shuffle"] = "an IterableDataset yields in its own order: nothing is shuffled"
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Before each epoch's iterator: which epoch it serves (a stream's, the sampler's, or an
+    iterable dataset's own)."""
+    for part in (loader, loader.sampler, loader.dataset):
+        if callable(method := getattr(part, "set_epoch", None)):
+            method(epoch)
+            return
 
 
 def close_loader(loader: DataLoader) -> None:

@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from loaderbench import keys
-from loaderbench.report import verdict
+from loaderbench.report import predict, verdict
 
 WORKERS, MODE, REPEAT = keys.WORKERS_PARAM, keys.MODE_PARAM, keys.REPEAT_PARAM
 HISTORIES = (keys.LOSS_TRAIN, keys.ACC_VAL)  # per-epoch values that must not depend on the loader
@@ -30,6 +30,7 @@ class RunRow:
     error: str | None = None
     histories: dict[str, list[float]] = field(default_factory=dict)
     exactly_once: str | None = None  # the run's EXACTLY_ONCE_TAG: "ok", or what went wrong
+    tags: dict[str, str] = field(default_factory=dict)  # the env.* tags (cores, threads)
 
     @property
     def delivered_wrong(self) -> bool:
@@ -99,6 +100,7 @@ class Analysis:
     pick: Group | None = None  # what the recommendation recommends (best, or simpler in noise)
     delivery: list[str] = field(default_factory=list)  # runs not delivered exactly once
     idle: list[str] = field(default_factory=list)  # runs whose workers sat idle
+    predictions: list[predict.Prediction] = field(default_factory=list)  # train, per setting
 
     @property
     def n_runs(self) -> int:
@@ -144,6 +146,7 @@ def analyze(name: str, rows: list[RunRow], search: dict[str, float] | None = Non
         v.pick,
         delivery,
         idle,
+        predict.predict(full),
     )
 
 

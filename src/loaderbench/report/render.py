@@ -15,6 +15,7 @@ from typing import Any
 
 from loaderbench import keys
 from loaderbench.report.analysis import REPEAT, WORKERS, Analysis, Group, RunRow
+from loaderbench.report.predict import Prediction
 
 COLUMNS = {  # summary key -> (table header, display format); the table shows them in this order
     keys.SUMMARY_SAMPLES_PER_S: ("samples/s", ".0f"),
@@ -102,6 +103,35 @@ def _interval(row: RunRow) -> str:
     return "–" if math.isnan(low) else f"{low:.0f}–{high:.0f}"
 
 
+def _predictions(preds: list[Prediction]) -> list[str]:
+    """Training throughput predicted from loader_only and model_only, against measured."""
+    if not preds:
+        return []
+    c = preds[0].costs
+    intro = (
+        "Training samples/s predicted from the loader's ceiling at each setting and the "
+        f"model's (c_load {c.c_load * 1e3:.3g} ms and c_step {c.c_step * 1e3:.3g} ms a sample, "
+        f"the step keeping {c.step_cores:.2g} of {c.cores} cores busy with {c.threads} torch "
+        "threads); the model is in loaderbench/report/predict.py."
+    )
+    body = []
+    for p in preds:
+        measured = "–" if p.measured is None else f"{p.measured:.0f}"
+        error = "–" if p.error is None else f"{p.error:+.1%}"
+        body.append(
+            [
+                p.setting,
+                f"{1 / p.costs.loader_s:.0f}",
+                f"{p.predicted:.0f}",
+                measured,
+                error,
+                p.limit,
+            ]
+        )
+    header = ["setting", "loader_only", "predicted train", "measured train", "error", "bound"]
+    return [intro, "", *_table(header, body), ""]
+
+
 def note(a: Analysis, links: list[str] = ()) -> str:
     """The parent run's description (``mlflow.note.content``, markdown the MLflow UI renders):
     the verdict, what to paste, and a compact table, so the UI shows the answer."""
@@ -156,8 +186,9 @@ def markdown(a: Analysis) -> str:
     out += [f"## Runs ({len(a.rows)})", "", *_table(header, body), ""]
     if any(len(g.runs) > 1 for g in a.groups):
         out += _repeats_section(a)
-    if a.ceilings:
+    if a.ceilings or a.predictions:
         out += ["## Ceilings", "", *(f"- {c}" for c in a.ceilings), ""]
+        out += _predictions(a.predictions)
     repro = f"Per-epoch {keys.LOSS_TRAIN} and {keys.ACC_VAL} across loader settings: {a.reproducibility}."
     out += ["## Reproducibility", "", repro, ""]
     if failed := [r for r in a.rows if not r.finished]:

@@ -36,6 +36,7 @@ def to_row(client: Any, run: Any) -> RunRow:
     row = RunRow(info.run_id, info.run_name or info.run_id[:8], info.status, data.params, {})
     row.metrics = dict(data.metrics)
     row.exactly_once = data.tags.get(keys.EXACTLY_ONCE_TAG)
+    row.tags = {k: v for k, v in data.tags.items() if k.startswith(keys.ENV_PREFIX)}
     if signal := data.tags.get(keys.KILLED_BY_TAG):
         row.error = f"stopped by {signal} (Ctrl-C, kill, scancel or preemption)"
     elif not row.finished:
