@@ -5,6 +5,7 @@ clear line naming the class, the index or the attribute, and the fix."""
 from __future__ import annotations
 
 import math
+import multiprocessing
 
 import pytest
 import torch
@@ -177,6 +178,8 @@ def test_a_wrong_sample_in_a_worker_names_the_index_and_the_type(small_cfg):
     assert line.startswith("Tensors[40] returned a str as the image") and "\n" not in line
     assert "Caught SampleError in DataLoader worker" in "".join(getattr(err.value, "__notes__", []))
     assert tracker.status == "FAILED" and "Tensors[40]" in tracker.texts[keys.ERROR_ARTIFACT]
+    # The traceback (still held here) must not keep the workers alive into the next job.
+    assert not multiprocessing.active_children()
 
 
 def test_an_exception_in_getitem_names_the_index(small_cfg):

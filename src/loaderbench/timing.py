@@ -107,30 +107,35 @@ class TimedBatches:
         start = clock()
         t0 = start
         it = iter(self.loader)
-        while True:
-            try:
-                batch = next(it)
-            except StopIteration:
-                s.data_wait_s += clock() - t0
-                break
-            t1 = clock()
-            s.data_wait_s += t1 - t0
-            if s.batches == 0:
-                s.first_batch_s = t1 - start
-            s.batches += 1
-            s.samples += batch_size_of(batch)
-            yield batch
-            if s.batches == self.warmup:  # window edge: the end of warm-up
-                synchronize(self.device)
-                s.warmup_batches, s.warmup_samples, s.warmup_s = (
-                    s.batches,
-                    s.samples,
-                    clock() - start,
-                )
-            t0 = clock()
-            s.marks.append((t0 - start, s.samples))
-            if s.batches == self.limit:
-                break
+        try:
+            while True:
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    s.data_wait_s += clock() - t0
+                    break
+                t1 = clock()
+                s.data_wait_s += t1 - t0
+                if s.batches == 0:
+                    s.first_batch_s = t1 - start
+                s.batches += 1
+                s.samples += batch_size_of(batch)
+                yield batch
+                if s.batches == self.warmup:  # window edge: the end of warm-up
+                    synchronize(self.device)
+                    s.warmup_batches, s.warmup_samples, s.warmup_s = (
+                        s.batches,
+                        s.samples,
+                        clock() - start,
+                    )
+                t0 = clock()
+                s.marks.append((t0 - start, s.samples))
+                if s.batches == self.limit:
+                    break
+        except BaseException:  # a worker's error, or the loop stopped: end its workers now
+            if callable(shutdown := getattr(it, "_shutdown_workers", None)):
+                shutdown()  # (the traceback would keep them alive into the next job)
+            raise
         synchronize(self.device)
         s.epoch_s = clock() - start
 
