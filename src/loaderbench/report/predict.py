@@ -19,10 +19,11 @@ The model, per sample in the steady state:
   only on the ``F = min(C - u, w)`` cores the step leaves free; the rest of its
   ``v * c_load`` CPU seconds stalls the step: ``t = c_step + (v * c_load - F * t)``, so
   ``t = (c_step + v * c_load) / (1 + F)``; or ``c_step`` when loading fits on the free cores
-  (that formula then gives less). And ``t`` is at least the loader's own pace at that setting,
-  ``1 / L_s`` (measured with the main process idle). With torch's default of one thread per core, ``F`` is about 0 and
-  workers buy nothing but the start-up they cost; with ``torch.set_num_threads`` below the
-  cores, or a step on an accelerator, the workers get cores of their own.
+  (that formula then gives less). And ``t`` is at least the loader's own pace at that
+  setting, ``1 / L_s`` (measured with the main process idle). With torch's default of one
+  thread per core, ``F`` is about 0 and workers buy nothing but the start-up they cost; with
+  ``torch.set_num_threads`` below the cores, or a step on an accelerator, the workers get
+  cores of their own.
 An epoch is then ``τ_s + B * c_step + (N - B) * t`` (``N`` training samples, batch ``B``; the
 first batch arrives after ``τ_s``, which with persistent workers is paid once, not per epoch).
 The prediction is ``N`` over that, compared with the training run's ``summary/samples_per_s``
