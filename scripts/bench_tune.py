@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from loaderbench.provenance import cpu_cores
+
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = ["trainer.epochs=2"]
 WORKLOADS = {
@@ -54,13 +56,9 @@ WORKLOADS = {
 }
 
 
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 def grid_commands(overrides: list[str]) -> list[list[str]]:
     """The same knobs and values the tuner searches, every distinct combination."""
-    workers = ",".join(str(w) for w in range(1, 2 * cores() + 1))
+    workers = ",".join(str(w) for w in range(1, 2 * cpu_cores() + 1))
     return [
         ["-m", *overrides, "loader.num_workers=0"],
         [
@@ -172,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="head-to-head runs of each answer (3)")
     a = p.parse_args(argv)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{cores()} cores, load average {load:.1f}", flush=True)
+    print(f"{cpu_cores()} cores, load average {load:.1f}", flush=True)
     lines = []
     with tempfile.TemporaryDirectory(prefix="bench_tune-") as tmp:
         tmp = Path(tmp)

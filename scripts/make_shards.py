@@ -1,8 +1,8 @@
 """Write tar shards in the WebDataset layout (train/ and val/), from the shapes or any image folder.
 
-    python scripts/make_shards.py --out /tmp/shapes-shards --count 4096 --val-count 1024
-    python scripts/make_shards.py --out /tmp/my-shards --from-folder /data/images --per-shard 1000
-    python run.py dataset=shards dataset.root=/tmp/my-shards dataset.size=null dataset.val_size=null
+    python scripts/make_shards.py --out outputs/data/shapes-shards --count 4096 --val-count 1024
+    python scripts/make_shards.py --out outputs/data/my-shards --from-folder outputs/data/shapes-jpeg
+    python run.py dataset=shards dataset.root=outputs/data/my-shards
 
 Each sample is ``KEY.jpg`` (or .png) + ``KEY.cls`` (its class number). From the shapes, the
 pixels are those of ``dataset=shapes`` with the same size, classes and seed (before JPEG

@@ -126,6 +126,11 @@ def test_an_iterable_dataset_cannot_be_split_by_fraction(small_cfg):
         _run(custom(small_cfg, "Stream"))
 
 
+def test_an_empty_stream_is_one_clear_error():
+    with pytest.raises(ConfigError, match=r"dataset\.size=None: Stream yielded no sample; check"):
+        make_custom(target=f"{USER}.Stream", kwargs={"n": 0}, val_kwargs={"n": 8}, seed=0)
+
+
 def test_an_open_file_under_spawn_is_one_line_naming_the_attribute(small_cfg, tmp_path):
     path = tmp_path / "records.bin"
     path.write_bytes(b"x")

@@ -55,6 +55,34 @@ def test_a_sweep_of_another_key_is_refused_naming_it(arg):
     assert "grid sweep" in str(err.value)
 
 
+def test_one_batch_size_with_tune_batch_size_is_the_centre_and_pin_memory_can_be_fixed():
+    cfg = tune_cfg("tune.batch_size=true", "loader.batch_size=128")
+    args = [
+        "sweep=tune",
+        "tune.batch_size=true",
+        "loader.batch_size=128",
+        "loader.pin_memory=false",
+    ]
+    fixed, pinned = tune.split_arguments(args, cfg)
+    assert fixed == ["sweep=tune", "tune.batch_size=true"]  # each trial sets its batch size
+    sp = tune.build_space(cfg, pinned, accelerator=True)
+    assert sp.batch_sizes == [64, 128, 256] and sp.pin == [False]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("tune.trials=3", r"tune\.trials=3: must exceed the 3 confirming runs"),
+        ("tune.budget_s=0", r"tune\.budget_s=0: must be above 0"),
+        ("tune.confirm_within=1.0", r"tune\.confirm_within=1\.0: a fraction"),
+        ("tune.probe_batches=2", r"tune\.probe_batches=2: must be at least 4"),
+    ],
+)
+def test_a_search_that_could_not_run_is_refused_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        tune.check(tune_cfg(override), ["sweep=tune", override])
+
+
 def test_a_probe_is_the_users_job_capped_and_named_by_what_it_sets():
     fixed = ["sweep=tune", "trainer.epochs=2"]
     cand = Candidate(2, "fork", True, 4)

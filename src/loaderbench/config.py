@@ -51,6 +51,9 @@ class BenchConfig:
     # A probe: every epoch stops after this many training batches (and evaluates as many); the
     # run also logs its throughput projected to full epochs (summary/projected_samples_per_s).
     probe_batches: int | None = None
+    # The share of one core that PSS/USS reads may take (each walks the page tables: ~13 ms
+    # per GB resident); 0.25 resolves the PSS peaks of runs with GBs mapped.
+    pss_budget: float = 0.005
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """One job: read the config tree, build everything, train while measuring, record the run.
 
-This is the only module that reads the config tree. Everything that can fail on bad input
+This module reads a job's config tree (a tune sweep's search reads ``tune.*`` in
+:mod:`loaderbench.tune`). Everything that can fail on bad input
 (device, loader values, dataset files, memory) is built in :func:`prepare`, before a run is
 opened in the tracking store, so a typo costs nothing and leaves nothing RUNNING.
 """
@@ -38,7 +39,7 @@ from loaderbench.loop import EpochRunner, Progress
 from loaderbench.models import build_model, check_model
 from loaderbench.naming import run_name
 from loaderbench.provenance import env_tags, scheduler_job_id
-from loaderbench.resources import PSS_BUDGET, ResourceMonitor
+from loaderbench.resources import ResourceMonitor
 from loaderbench.timing import (
     EpochStats,
     epoch_metrics,
@@ -167,6 +168,10 @@ def prepare(cfg: DictConfig) -> Setup:
         raise ConfigError(f"trainer.epochs={cfg.trainer.epochs}: must be at least 1")
     if cfg.bench.warmup_batches < 0:
         raise ConfigError(f"bench.warmup_batches={cfg.bench.warmup_batches}: must be 0 or more")
+    if not 0 < cfg.bench.pss_budget <= 1:
+        raise ConfigError(
+            f"bench.pss_budget={cfg.bench.pss_budget}: a share of one core, in (0, 1]"
+        )
     probe = cfg.bench.probe_batches
     if probe is not None and probe < 4:  # its projection needs two halves of two steps each
         raise ConfigError(f"bench.probe_batches={probe}: must be at least 4, or null")
@@ -303,7 +308,8 @@ def run(
     for a probe its projection to full epochs.
 
     In a multirun a failing job is recorded as FAILED (with ``error.txt``) and returns NaN, so
-    the sweep goes on; in a single run the error propagates after it is recorded.
+    the sweep goes on; in a single run the error propagates after it is recorded. A run that
+    did not deliver every sample exactly once returns NaN too: a tuner must not rank it.
     """
     wall0 = time.perf_counter()
     launch = launch or Launch.from_hydra()
@@ -326,9 +332,7 @@ def run(
                 log.warning("%d of %d workers have no shard to read", idle, setup.plan.num_workers)
         if data_stats:
             tracker.log_metrics(data_stats)
-        # +bench.pss_budget: a larger share of a core for PSS reads (each walks the page
-        # tables: ~13 ms per GB of RSS), so big mapped files get their PSS peaks resolved
-        budget = cfg.bench.get("pss_budget", PSS_BUDGET)
+        budget = cfg.bench.pss_budget
         with ResourceMonitor(cfg.bench.memory_interval_s, pss_budget=budget) as monitor:
             epochs = train(setup, cfg, tracker)
         wall_s = time.perf_counter() - wall0
@@ -347,6 +351,8 @@ def run(
         tracker.end("FINISHED")
         log.info("%s", line)
         log.info("recorded: %s", tracker.where())
+        if setup.delivery:  # its speed counts samples twice (or not at all): nothing to rank
+            return math.nan
         return summary.get(keys.SUMMARY_PROJECTED, summary[keys.SUMMARY_SAMPLES_PER_S])
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (cli.Interrupted): KILLED, say which
         if started:

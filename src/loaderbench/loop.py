@@ -1,7 +1,7 @@
 """``train_one_epoch`` / ``evaluate``, the two ceiling passes, and :class:`EpochRunner`, which
 picks the pass for ``bench.mode``. Plain code over torch objects: no Hydra, no MLflow; the
-clocks come from :mod:`loaderbench.timing`. Batches are ``(images, labels, ids)``; the ids feed
-:class:`SampleIds`, the exactly-once count."""
+clocks come from :mod:`loaderbench.timing`. Batches are ``(images, labels, ids)`` (a user's
+stream: ``(images, labels)``); :class:`SampleIds` counts them, the exactly-once check."""
 
 from __future__ import annotations
 

@@ -58,15 +58,20 @@ def git_revision() -> str:
     return sha + ("-dirty" if dirty else "")
 
 
+def cpu_cores() -> int:
+    """CPUs this process may run on (a Slurm allocation or a container's cpuset, not the host)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def env_tags(device: torch.device) -> dict[str, str]:
     tags = {f"env.{name}": _version(dist) for name, dist in PACKAGES.items()}
     tags |= {
         "env.python": platform.python_version(),
         "env.platform": platform.platform(),
         "env.cpu_count": str(os.cpu_count()),
-        "env.cpu_affinity": str(len(os.sched_getaffinity(0)))
-        if hasattr(os, "sched_getaffinity")
-        else "n/a",
+        "env.cpu_affinity": str(cpu_cores()) if hasattr(os, "sched_getaffinity") else "n/a",
         "env.cpu_model": cpu_model(),
         "env.torch_threads": str(torch.get_num_threads()),
         "env.torch_cuda": str(torch.version.cuda or "none"),

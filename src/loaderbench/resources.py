@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 MB = 1024 * 1024
 SHM = "/dev/shm"
 LINUX = sys.platform.startswith("linux")
-PSS_BUDGET = 0.005  # of one core, for PSS/USS reads (+bench.pss_budget=... raises it)
+PSS_BUDGET = 0.005  # of one core, for PSS/USS reads (bench.pss_budget=... raises it)
 
 
 @dataclass

@@ -73,7 +73,7 @@ def sweep_grid(config: DictConfig) -> tuple[list[str], int | None]:
     sweep's trials depend on what its probes find)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    if "loaderbench_tune" in str(config.hydra.sweeper.get("_target_", "")):
+    if is_tune(config):
         from loaderbench import tune
 
         return tune.tuned_keys(config), None
@@ -87,6 +87,11 @@ def sweep_grid(config: DictConfig) -> tuple[list[str], int | None]:
         except Exception:  # an interval or a sampler's distribution: not a grid
             total = None if total is None else 0
     return swept, (total or None)
+
+
+def is_tune(config: DictConfig) -> bool:
+    """A ``sweep=tune`` sweep (its TuneSweeper, and the ``tune`` node it reads)."""
+    return config.get("tune") is not None
 
 
 def sweep_definition(config: DictConfig) -> str:
@@ -145,6 +150,14 @@ class SweepCallback(Callback):
     # -- start ---------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.sweep_dir = Path(config.hydra.sweep.dir)
+        if is_tune(config):  # the tune.* values and what the command line sweeps, checked
+            from loaderbench import tune  # before anything is recorded
+
+            try:
+                tune.check(config, list(config.hydra.overrides.task))
+            except ConfigError as exc:
+                log.error("error: %s", exc)
+                sys.exit(2)
         if not config.mlflow.enabled:
             return
         global _ACTIVE

@@ -133,8 +133,11 @@ class TimedBatches:
                 if s.batches == self.limit:
                     break
         except BaseException:  # a worker's error, or the loop stopped: end its workers now
-            if callable(shutdown := getattr(it, "_shutdown_workers", None)):
-                shutdown()  # (the traceback would keep them alive into the next job)
+            # (the traceback would keep them alive into the next job); a generator (a
+            # StreamLoader's) ends its own when closed
+            for end in ("_shutdown_workers", "close"):
+                if callable(method := getattr(it, end, None)):
+                    method()
             raise
         synchronize(self.device)
         s.epoch_s = clock() - start

@@ -3,12 +3,13 @@
 The knobs that leave training unchanged are nearly separable, and the search uses that:
 
 1. **workers**: every ``num_workers`` from 0 to ``tune.max_workers`` (2 × the cores), with the
-   cheapest start-up (the first context, persistent workers when there is more than one
-   epoch). The worker count sets the steady rate: how the loader's processes and the training
+   cheapest start-up (fork where the platform has it, persistent workers when there is more
+   than one epoch). The worker count sets the steady rate: how the loader's processes and the training
    step share the cores.
 2. **start-up**: for the fastest setting with workers, every other context (and, on an
-   accelerator, pinning), then the other persistence with the best context. A context's
-   start-up cost does not depend on persistence, which only decides how often it is paid.
+   accelerator, pinning) with its persistence, then the other persistence with its context. A
+   context's start-up cost does not depend on persistence, which only decides how often it is
+   paid.
 3. **prefetch**: the other ``tune.prefetch_factors`` for the fastest so far (the queue depth).
 
 Each of those trials is a *probe*: the user's own job with ``bench.probe_batches`` batches an
@@ -41,19 +42,15 @@ from omegaconf import DictConfig
 
 from loaderbench import keys, naming
 from loaderbench.config import ConfigError
+from loaderbench.data.loader import TORCH_DEFAULT_PREFETCH
+from loaderbench.provenance import cpu_cores
 
 log = logging.getLogger(__name__)
 WORKERS = keys.WORKERS_PARAM
 CONTEXT, PERSISTENT = "loader.multiprocessing_context", "loader.persistent_workers"
-PREFETCH, PIN, BATCH = "loader.prefetch_factor", "loader.pin_memory", "loader.batch_size"
-KNOBS = (WORKERS, CONTEXT, PERSISTENT, PREFETCH, PIN, BATCH)  # in the runs' names' order
-
-
-def cores() -> int:
-    """CPUs this process may run on (a Slurm allocation or a container's cpuset, not the host)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+PREFETCH, PIN, BATCH = "loader.prefetch_factor", "loader.pin_memory", keys.BATCH_SIZE_PARAM
+CHEAPEST_START = ("fork", "forkserver", "spawn")  # the order a context is tried in
+RESERVE = 3  # trials kept for the confirming runs
 
 
 def _value(v: Any) -> str:
@@ -138,10 +135,10 @@ def build_space(config: DictConfig, pinned: dict[str, list[str]], accelerator: b
     (``loader.num_workers=0,2`` searches those two; ``loader.multiprocessing_context=spawn``
     fixes it)."""
     t = config.tune
-    max_workers = t.max_workers if t.max_workers is not None else 2 * cores()
-    if max_workers < 0:
-        raise ConfigError(f"tune.max_workers={max_workers}: must be 0 or more, or null")
-    available = multiprocessing.get_all_start_methods()
+    max_workers = t.max_workers if t.max_workers is not None else 2 * cpu_cores()
+    available = sorted(
+        multiprocessing.get_all_start_methods(), key=lambda c: CHEAPEST_START.index(c)
+    )
     contexts = list(t.contexts) if t.contexts else available
     bs = int(config.loader.batch_size)
     space = Space(
@@ -149,7 +146,7 @@ def build_space(config: DictConfig, pinned: dict[str, list[str]], accelerator: b
         contexts=contexts,
         # persistent workers only differ from the others from the second epoch on
         persistent=[False, True] if config.trainer.epochs > 1 else [False],
-        prefetch=list(t.prefetch_factors) or [2],
+        prefetch=list(t.prefetch_factors) or [TORCH_DEFAULT_PREFETCH],
         pin=[False, True] if accelerator else [None],
         batch_sizes=sorted({max(bs // 2, 1), bs, bs * 2}) if t.batch_size else [None],
     )
@@ -163,11 +160,16 @@ def _bool(v: str) -> bool:
     return v.lower() == "true"
 
 
+def _prefetch(v: str) -> int | None:
+    return None if v == "null" else int(v)  # null: torch's default
+
+
 _PINNABLE = {
     WORKERS: ("workers", int),
     CONTEXT: ("contexts", str),
     PERSISTENT: ("persistent", _bool),
-    PREFETCH: ("prefetch", int),
+    PREFETCH: ("prefetch", _prefetch),
+    PIN: ("pin", _bool),
 }
 
 
@@ -315,6 +317,8 @@ def split_arguments(arguments: Sequence[str], config: DictConfig) -> tuple[list[
         if key in _PINNABLE:
             values = o.sweep_string_iterator() if o.is_sweep_override() else [o.value()]
             pinned[key] = [_value(v) if not isinstance(v, str) else v for v in values]
+        elif key == BATCH and key in tuned and not o.is_sweep_override():
+            continue  # the centre of the batch sizes searched (build_space reads the config)
         elif o.is_sweep_override() or key in tuned:
             raise ConfigError(
                 f"{o.input_line}: sweep=tune searches the loader knobs itself and tunes one "
@@ -326,15 +330,33 @@ def split_arguments(arguments: Sequence[str], config: DictConfig) -> tuple[list[
     return fixed, pinned
 
 
+def check(config: DictConfig, arguments: Sequence[str]) -> tuple[list[str], dict]:
+    """The ``tune.*`` values and the command line, checked before the sweep's parent run is
+    opened (a typo costs nothing); returns :func:`split_arguments`."""
+    t = config.tune
+    if t.probe_batches < 4:  # its projection needs two halves of two steps each
+        raise ConfigError(f"tune.probe_batches={t.probe_batches}: must be at least 4")
+    if t.trials is not None and t.trials <= RESERVE:
+        raise ConfigError(
+            f"tune.trials={t.trials}: must exceed the {RESERVE} confirming runs it keeps "
+            f"(e.g. tune.trials={RESERVE + 7}), or null for no limit"
+        )
+    if t.budget_s is not None and t.budget_s <= 0:
+        raise ConfigError(f"tune.budget_s={t.budget_s}: must be above 0, or null for no limit")
+    if not 0 <= t.confirm_within < 1:
+        raise ConfigError(f"tune.confirm_within={t.confirm_within}: a fraction in [0, 1)")
+    if t.max_workers is not None and t.max_workers < 0:
+        raise ConfigError(f"tune.max_workers={t.max_workers}: must be 0 or more, or null")
+    return split_arguments(arguments, config)
+
+
 def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> list[Any]:
     """The staged search (see the module's docstring) through ``launcher``, one trial at a
     time: trials running side by side would compete for the cores they measure."""
     from loaderbench import sweep
 
     t = config.tune
-    if t.probe_batches < 4:
-        raise ConfigError(f"tune.probe_batches={t.probe_batches}: must be at least 4")
-    fixed, pinned = split_arguments(arguments, config)
+    fixed, pinned = check(config, arguments)
     space = build_space(config, pinned, _accelerator(config))
     search = Search(space, t.probe_batches, t.trials, t.budget_s, t.confirm_within)
     returns: list[Any] = []
@@ -349,16 +371,18 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
         search.done.append(trial)
         return trial
 
-    reserve = 2 if len(space.workers) == 1 else 3  # the confirming runs
+    reserve = 2 if len(space.workers) == 1 else RESERVE
     for name, stage in search.stages():
-        trials = []
+        trials, spent = [], False
         for cand in search.fresh(stage(search)):
-            if search.probes_left(reserve) == 0:
+            if spent := search.probes_left(reserve) == 0:
                 log.info("tune: the budget is spent; %s and later stages skipped", name)
                 break
             trials.append(launch(cand, probe=True))
         if trials:
             log.info("tune, %s: %s", name, describe(trials))
+        if spent:
+            break
     confirm = [launch(c, probe=False) for c in search.to_confirm()]
     probes = sum(t.probe for t in search.done)
     wall_s = search.elapsed_s
@@ -371,7 +395,10 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
         describe(confirm),
         wall_s,
     )
-    sweep.log_on_parent(
-        {keys.TUNE_TRIALS: len(search.done), keys.TUNE_PROBES: probes, keys.TUNE_WALL: wall_s}
-    )
+    try:
+        sweep.log_on_parent(
+            {keys.TUNE_TRIALS: len(search.done), keys.TUNE_PROBES: probes, keys.TUNE_WALL: wall_s}
+        )
+    except Exception as exc:  # the trials are recorded: the report must still follow
+        log.warning("tune: the search's figures did not reach the parent run: %s", exc)
     return returns

@@ -7,7 +7,8 @@ of that key from a generator seeded by ``(seed, epoch, index)``: the same pixels
 whatever the loader settings, in any process, with or without persistent workers.
 
 Every sample also carries its id (the index in its split), so a batch is ``(images, labels,
-ids)`` and the loop can check that each sample arrived exactly once per epoch.
+ids)`` and the loop can check that each sample arrived exactly once per epoch (a user's
+IterableDataset names no samples: its batches are ``(images, labels)``, checked by count).
 """
 
 from __future__ import annotations

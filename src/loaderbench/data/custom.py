@@ -88,7 +88,9 @@ def _split(ds: Any, spec: SampleSpec, indices: list[int] | None, limit: Any, key
         if length is None:
             check_count(key, limit, least=1, example=4096)
         split = UserIterable(ds, spec, length or limit)
-        next(iter(split), None)  # the first sample, checked now
+        if next(iter(split), None) is None:  # the first sample, checked now
+            why = f"{spec.name} yielded no sample"
+            raise fail(key, limit, why, f"check {spec.name}.__iter__ and dataset.kwargs")
         return split
     indices = list(range(len(ds))) if indices is None else indices
     if limit is not None:

@@ -158,7 +158,7 @@ _WORKER_KNOBS = (
 def build_loader(
     dataset: Dataset, plan: LoaderPlan, *, seed: int, train: bool = True, deterministic: bool = True
 ) -> DataLoader:
-    """A DataLoader over ``dataset`` (a TransformedDataset) as ``plan`` says.
+    """A DataLoader over ``dataset`` (a TransformedDataset or TransformedIterable) as ``plan`` says.
 
     Train loaders shuffle and drop the last batch as configured; val loaders keep the order and
     every sample. The sampler and the loader's own generator are seeded, so nothing here draws
@@ -202,11 +202,16 @@ def build_loader(
 
 
 def epoch_samples(loader: DataLoader, epoch: int) -> int:
-    """Samples a correct epoch delivers: each sample once, less what ``drop_last`` drops."""
+    """Samples a correct epoch delivers: each sample once, less what ``drop_last`` drops (at
+    most, for a stream: what its workers' last batches may drop)."""
     if isinstance(loader, StreamLoader):
         return loader.epoch_samples(epoch)
     n = len(loader.dataset)  # type: ignore[arg-type]
-    return len(loader) * loader.batch_size if loader.drop_last else n
+    if not loader.drop_last:
+        return n
+    if isinstance(loader.dataset, IterableDataset):  # each worker drops its own short batch
+        return max(n - max(loader.num_workers, 1) * (loader.batch_size - 1), 0)
+    return len(loader) * loader.batch_size
 
 
 def fit_plan(plan: LoaderPlan, dataset: Dataset) -> None:

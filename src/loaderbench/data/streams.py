@@ -223,9 +223,15 @@ class StreamLoader(DataLoader):
     epoch's batch count, ``idle_workers`` the workers that own no stream."""
 
     def __iter__(self) -> Iterator[Any]:
-        for batch in super().__iter__():
-            if batch is not None:
-                yield batch
+        it = super().__iter__()
+        try:
+            for batch in it:
+                if batch is not None:
+                    yield batch
+        except BaseException:  # a worker's error, or closed mid-epoch: end the workers now
+            if callable(shutdown := getattr(it, "_shutdown_workers", None)):
+                shutdown()
+            raise
 
     def __len__(self) -> int:
         return len(self.dataset.plan().order)

@@ -146,7 +146,7 @@ def analyze(name: str, rows: list[RunRow], search: dict[str, float] | None = Non
         v.pick,
         delivery,
         idle,
-        predict.predict(full),
+        predict.predict([g for g in full if not any(r.delivered_wrong for r in g.runs)]),
     )
 
 
@@ -189,10 +189,15 @@ def make_verdict(groups: list[Group]) -> verdict.Verdict:
 def data_notes(rows: list[RunRow]) -> tuple[list[str], list[str]]:
     """In words: the runs that did not deliver every sample exactly once, and the runs whose
     workers sat idle (fewer shards to read than workers)."""
+    fix = {  # how the dataset splits its stream between workers
+        "shards": "(here `dataset.split_by_worker=true`)",
+        "custom": "(`torch.utils.data.get_worker_info()` in its `__iter__`)",
+    }
     delivery = [
         f"**{r.name}**: {r.exactly_once}. Its samples/s counts every repeat and it trained on "
         "another epoch than the others; an IterableDataset must split its shards by worker "
-        "(here `dataset.split_by_worker=true`)."
+        f"{fix.get(r.params.get('dataset.name', ''), '')}".rstrip()
+        + "."
         for r in rows
         if r.delivered_wrong
     ]

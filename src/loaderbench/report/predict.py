@@ -179,6 +179,8 @@ def predict(groups: list[Group]) -> list[Prediction]:
         )
         t, limit = steady_seconds(costs)
         predicted = samples / (startup + batch * c_step + (samples - batch) * t)
+        if not math.isfinite(predicted):  # an input from a run that failed
+            continue
         train = trains.get(g.without(MODE))
         setting = ", ".join(f"{k}={v}" for k, v in g.without(MODE)) or g.label
         measured = train.median() if train else None
