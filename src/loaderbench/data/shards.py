@@ -128,9 +128,13 @@ def _generated_root(cache_dir: str, **params: Any) -> str:
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
     p = dict(params)
-    summary = write_shards(
-        tmp, count=p.pop("size"), val_count=p.pop("val_size"), image_format="jpeg", **p
-    )
+    try:
+        summary = write_shards(
+            tmp, count=p.pop("size"), val_count=p.pop("val_size"), image_format="jpeg", **p
+        )
+    except BaseException:  # Ctrl-C or a full disk: leave no half-written folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.rename(tmp, root)  # atomic: a parallel job sees all of it or none
     except OSError:  # another job got there first

@@ -19,6 +19,7 @@ process's mapped pages; persistent workers keep theirs).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import mmap
@@ -106,20 +107,26 @@ def write_generated(
     from ``generator`` in its order: labels of a split, then its images, chunk by chunk."""
     shape = (sum(counts), 3, image_size, image_size)
     tmp = f"{path}.tmp-{os.getpid()}"
-    images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-    all_labels, row = [], 0
-    for n in counts:
-        labels = torch.randint(num_classes, (n,), generator=generator)
-        all_labels.append(labels)
-        for a in range(0, n, CHUNK_IMAGES):
-            b = min(a + CHUNK_IMAGES, n)
-            chunk = torch.from_numpy(images[row + a : row + b])
-            torch.randn(chunk.shape, generator=generator, out=chunk)
-            chunk.add_(offsets[labels[a:b]].view(b - a, 3, 1, 1))
-        row += n
-    images.flush()
-    del images
-    np.save(f"{tmp}.labels.npy", torch.cat(all_labels).numpy())
+    try:
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        all_labels, row = [], 0
+        for n in counts:
+            labels = torch.randint(num_classes, (n,), generator=generator)
+            all_labels.append(labels)
+            for a in range(0, n, CHUNK_IMAGES):
+                b = min(a + CHUNK_IMAGES, n)
+                chunk = torch.from_numpy(images[row + a : row + b])
+                torch.randn(chunk.shape, generator=generator, out=chunk)
+                chunk.add_(offsets[labels[a:b]].view(b - a, 3, 1, 1))
+            row += n
+        images.flush()
+        del images
+        np.save(f"{tmp}.labels.npy", torch.cat(all_labels).numpy())
+    except BaseException:  # Ctrl-C or a full disk: leave no multi-GB half-file behind
+        for leftover in (tmp, f"{tmp}.labels.npy"):
+            with contextlib.suppress(OSError):
+                os.remove(leftover)
+        raise
     os.replace(f"{tmp}.labels.npy", labels_path_of(path))
     os.replace(tmp, path)  # last: the images' presence says the pair is complete
 
