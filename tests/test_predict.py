@@ -53,7 +53,8 @@ def test_each_setting_is_predicted_from_its_loader_the_w0_loader_and_the_model()
     assert w0.measured == 320.0 and w0.error == pytest.approx(w0.predicted / 320.0 - 1)
     w2 = by["2"]  # the step keeps 1.8 of 2 cores: loading spills into the step's cores
     free = 2 - 1.8
-    shared = (c_step + c_load) / (1 + free)
+    load = 2 * steady(1500.0)  # CPU a sample: two one-thread workers at their loader's pace
+    shared = (c_step + load) / (1 + free)
     assert w2.limit == "cores shared with the step" and shared > max(c_step, steady(1500.0))
     assert w2.predicted == pytest.approx(N / (FIRST_BATCH + B * c_step + (N - B) * shared))
     md = markdown(a)
@@ -61,22 +62,22 @@ def test_each_setting_is_predicted_from_its_loader_the_w0_loader_and_the_model()
 
 
 @pytest.mark.parametrize(
-    ("loader_s", "c_step", "step_cores", "expected", "limit"),
+    ("workers", "loader_s", "c_step", "step_cores", "expected", "limit"),
     [
-        # a one-thread step leaves a core: loading (1 ms) fits beside a 5 ms step
-        (1e-4, 5e-3, 1.0, 5e-3, "the step"),
+        # a one-thread step leaves a core: loading (2 × 0.1 ms) fits beside a 5 ms step
+        (2, 1e-4, 5e-3, 1.0, 5e-3, "the step"),
         # ... but not beside a 0.1 ms one; one worker alone then sets the pace
-        (5e-3, 1e-4, 1.0, 5e-3, "the loader"),
-        # a step on both cores: loading stalls it, as if in one process
-        (1e-4, 1e-3, 2.0, 2e-3, "cores shared with the step"),
+        (1, 5e-3, 1e-4, 1.0, 5e-3, "the loader"),
+        # a step on both cores: loading (2 × 0.5 ms) stalls it, as if in one process
+        (2, 5e-4, 1e-3, 2.0, 2e-3, "cores shared with the step"),
         # a step on 1.5 cores: half a core beside it, the rest of loading stalls it
-        (1e-4, 1e-3, 1.5, (1e-3 + 1e-3) / 1.5, "cores shared with the step"),
+        (2, 5e-4, 1e-3, 1.5, (1e-3 + 1e-3) / 1.5, "cores shared with the step"),
     ],
 )
-def test_the_largest_bound_sets_the_pace(loader_s, c_step, step_cores, expected, limit):
+def test_the_largest_bound_sets_the_pace(workers, loader_s, c_step, step_cores, expected, limit):
     costs = Costs(
-        workers=2, loader_s=loader_s, startup_s=0.0, c_load=1e-3, c_step=c_step,
-        step_cores=step_cores, load_cores=1.0, cores=2, threads=2, samples=N,
+        workers=workers, loader_s=loader_s, startup_s=0.0, c_load=1e-3, c_step=c_step,
+        step_cores=step_cores, cores=2, threads=2, samples=N,
     )  # fmt: skip
     t, bound = steady_seconds(costs)
     assert (t, bound) == (pytest.approx(expected), limit)

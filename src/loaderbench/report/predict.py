@@ -4,8 +4,7 @@ Inputs, all measured in the sweep (nothing is fitted to the training runs it is 
 - ``loader_only`` at each setting: the loader's steady speed ``L_s`` and its first-batch
   latency ``τ_s`` (worker start-up: paid every epoch unless the workers persist);
 - ``loader_only`` at ``num_workers=0`` (same data and transforms): ``c_load``, the seconds one
-  sample costs to load, decode, transform and collate, and ``v``, the cores that kept busy
-  (within 1..T);
+  sample costs to load, decode, transform and collate in the main process;
 - ``model_only`` (any loader setting: it trains on one cached batch): ``c_step``, the seconds
   of one sample's training step with torch's ``T`` intra-op threads, and ``u``, the cores the
   step kept busy (``cpu/utilization``; within 1..T);
@@ -16,14 +15,17 @@ The model, per sample in the steady state:
 - ``w`` workers load while the main process steps. The step's ``u`` busy cores are its own:
   a parallel region waits for its slowest thread, so a worker that takes one of those cores
   stalls the whole step while the step's other threads spin. Loading overlaps with the step
-  only on the ``F = min(C - u, w)`` cores the step leaves free; the rest of its
-  ``v * c_load`` CPU seconds stalls the step: ``t = c_step + (v * c_load - F * t)``, so
-  ``t = (c_step + v * c_load) / (1 + F)``; or ``c_step`` when loading fits on the free cores
+  only on the ``F = min(C - u, w)`` cores the step leaves free; the rest of the workers'
+  ``l = min(w, C) / L_s`` CPU seconds a sample stalls the step: ``t = c_step + (l - F * t)``,
+  so ``t = (c_step + l) / (1 + F)``; or ``c_step`` when loading fits on the free cores
   (that formula then gives less). And ``t`` is at least the loader's own pace at that
   setting, ``1 / L_s`` (measured with the main process idle). With torch's default of one
   thread per core, ``F`` is about 0 and workers buy nothing but the start-up they cost; with
   ``torch.set_num_threads`` below the cores, or a step on an accelerator, the workers get
-  cores of their own.
+  cores of their own. (``l``, not ``c_load``: a worker runs torch on one thread, where the
+  main process may spread a transform over ``T``; and ``l`` includes what handing batches
+  between processes costs. Measured on 2 cores, ``c_load`` times the cores it kept busy put
+  the prediction up to 26% low: scripts/bench_predict.py.)
 An epoch is then ``τ_s + B * c_step + (N - B) * t`` (``N`` training samples, batch ``B``; the
 first batch arrives after ``τ_s``, which with persistent workers is paid once, not per epoch).
 The prediction is ``N`` over that, compared with the training run's ``summary/samples_per_s``
@@ -64,7 +66,6 @@ class Costs:
     c_load: float
     c_step: float
     step_cores: float  # u: cores the step keeps busy, within 1..T
-    load_cores: float  # the same for loading in one process (transforms may use threads)
     cores: int  # C
     threads: int  # T
     samples: int  # N per epoch
@@ -90,7 +91,9 @@ def steady_seconds(c: Costs) -> tuple[float, str]:
     """Seconds per sample in the steady state, and what bounds it (see the module)."""
     if c.workers == 0:
         return c.c_load + c.c_step, "load + step in one process"
-    load = c.load_cores * c.c_load  # CPU seconds of loading a sample
+    # CPU seconds of loading a sample in the workers (each runs torch on one thread, so not
+    # c_load's multi-threaded cost): their pace at this setting, on the cores they had
+    load = min(c.workers, c.cores) * c.loader_s
     free = min(max(c.cores - c.step_cores, 0.0), float(c.workers))  # cores the step leaves
     # What does not fit on the free cores stalls the step: t = c_step + (load - free * t).
     shared = (c.c_step + load) / (1 + free)  # below c_step when loading fits beside the step
@@ -172,7 +175,6 @@ def predict(groups: list[Group]) -> list[Prediction]:
             c_load=c_load,
             c_step=c_step,
             step_cores=_busy(model, threads),
-            load_cores=_busy(w0, threads),
             cores=cores,
             threads=threads,
             samples=samples,
