@@ -73,7 +73,7 @@ def test_one_batch_size_with_tune_batch_size_is_the_centre_and_pin_memory_can_be
     ("override", "message"),
     [
         ("tune.trials=3", r"tune\.trials=3: must exceed the 3 confirming runs"),
-        ("tune.budget_s=0", r"tune\.budget_s=0: must be above 0"),
+        ("tune.budget_s=0", r"tune\.budget_s=0(\.0)?: must be above 0"),
         ("tune.confirm_within=1.0", r"tune\.confirm_within=1\.0: a fraction"),
         ("tune.probe_batches=2", r"tune\.probe_batches=2: must be at least 4"),
     ],
