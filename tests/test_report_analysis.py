@@ -162,7 +162,8 @@ def test_error_line_is_the_exception_of_a_traceback():
 def test_a_difference_within_the_noise_is_no_difference():
     a = analyze("sweep", [child("w0-bs64", 412.0, noise=0.04), child("w2-fork-bs64", 405.0)])
     assert a.verdict.startswith("No significant difference between w0-bs64 (412 samples/s) and")
-    assert "within the noise (±4%); keep the simpler num_workers=0" in a.verdict
+    assert "+1.7% is within the noise (their 95% intervals, ±4% and ±" in a.verdict
+    assert a.verdict.endswith("overlap); keep the simpler num_workers=0.")
     assert a.winner == "none" and a.recommendation == "DataLoader(dataset)"
 
 

@@ -245,6 +245,10 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
                 epoch, warmup_batches=cfg.bench.warmup_batches, progress=progress
             )
         except RuntimeError as exc:  # torch's raw words for a known fault: add cause and fix
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                # A stop signal (scancel, kill, Ctrl-C) reached the workers too, and torch
+                # reported their deaths while this process handled its own: it was stopped.
+                raise exc.__context__ from None
             where = f"epoch {epoch}, after {progress.batches} batches had arrived"
             if hint := explain_loader_error(exc, s.plan, s.batch_bytes, where):
                 raise LoaderFailure(hint) from exc

@@ -9,6 +9,7 @@ without any sync queued device work would be billed to whichever window happens 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import statistics
@@ -132,12 +133,14 @@ class TimedBatches:
                 s.marks.append((t0 - start, s.samples))
                 if s.batches == self.limit:
                     break
-        except BaseException:  # a worker's error, or the loop stopped: end its workers now
-            # (the traceback would keep them alive into the next job); a generator (a
-            # StreamLoader's) ends its own when closed
+        except BaseException:  # a worker's error, a stop signal, or the loop stopped: end its
+            # workers now (the traceback would keep them alive into the next job); a generator
+            # (a StreamLoader's) ends its own when closed. Whatever ending them raises (torch
+            # reports workers that a stop signal killed too) must not replace why it stopped.
             for end in ("_shutdown_workers", "close"):
                 if callable(method := getattr(it, end, None)):
-                    method()
+                    with contextlib.suppress(Exception):
+                        method()
             raise
         synchronize(self.device)
         s.epoch_s = clock() - start

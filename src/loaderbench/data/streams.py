@@ -31,6 +31,7 @@ arrives once per worker. Ranks (``torch.distributed``, when initialised) take st
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -230,7 +231,8 @@ class StreamLoader(DataLoader):
                     yield batch
         except BaseException:  # a worker's error, or closed mid-epoch: end the workers now
             if callable(shutdown := getattr(it, "_shutdown_workers", None)):
-                shutdown()
+                with contextlib.suppress(Exception):  # (as TimedBatches: keep the first error)
+                    shutdown()
             raise
 
     def __len__(self) -> int:

@@ -147,13 +147,13 @@ def decide(cands: list[Group]) -> Verdict:
     if tied:
         pick = min([best, *tied], key=simplicity)
         runner = max(tied, key=_median)
-        noise = max(b.half_width, iv[id(runner)].half_width)
         gap = best.median() / runner.median() - 1
         keep = "num_workers=0" if simplicity(pick)[0] == 0 else pick.label
         return Verdict(
             f"No significant difference between {best.label} ({best.median():.0f} samples/s) "
             f"and {runner.label} ({runner.median():.0f}): {gap:+.1%} is within the noise "
-            f"(±{noise:.0%}); keep the simpler {keep}.",
+            f"(their 95% intervals, ±{b.half_width:.0%} and ±{iv[id(runner)].half_width:.0%}, "
+            f"overlap); keep the simpler {keep}.",
             best,
             "none",
             pick,
