@@ -146,3 +146,19 @@ def test_relative_paths_are_recorded_absolute_with_their_spelling(tmp_path):
 def test_a_missing_mandatory_path_is_still_the_clear_error():
     with pytest.raises(ConfigError, match="dataset.root must be set"):
         run(compose_config(["dataset=imagefolder", "mlflow.enabled=false"]))
+
+
+def test_workers_killed_by_a_stop_signal_are_a_stop_not_a_fault():
+    from loaderbench.cli import Interrupted, stopped_with_workers
+
+    died = RuntimeError("DataLoader worker (pid 7) is killed by signal: Terminated. ")
+    exited = RuntimeError("DataLoader worker (pid(s) 7) exited unexpectedly")
+    exited.__cause__ = died  # torch's chain when the death is noticed while waiting for data
+    assert stopped_with_workers(exited).name == "SIGTERM"
+    ctrl_c = RuntimeError("DataLoader worker (pid 7) is killed by signal: Interrupt. ")
+    assert stopped_with_workers(ctrl_c).name == "SIGINT"
+    during = RuntimeError("anything")
+    during.__context__ = Interrupted(15)  # raised while this process handled its own SIGTERM
+    assert stopped_with_workers(during) is during.__context__
+    oom = RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. ")
+    assert stopped_with_workers(oom) is None  # SIGKILL: the OOM killer's, a fault to explain

@@ -9,10 +9,13 @@ the exit code is 128 + the signal's number. No traceback: an interruption is not
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from omegaconf import DictConfig
@@ -35,6 +38,41 @@ class Interrupted(KeyboardInterrupt):
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
     raise Interrupted(signum)
+
+
+_WORKER_STOPPED = re.compile(r"killed by signal: (Terminated|Interrupt)")
+
+
+def stopped_with_workers(exc: BaseException) -> KeyboardInterrupt | None:
+    """The stop signal behind a DataLoader error, or None. A stop signal (scancel, kill of the
+    group, Ctrl-C) reaches the workers too, and torch reports their deaths as a RuntimeError:
+    raised while this process handles its own signal, or before its own arrives."""
+    if isinstance(exc.__context__, KeyboardInterrupt):
+        return exc.__context__
+    seen: BaseException | None = exc
+    while seen is not None:
+        if m := _WORKER_STOPPED.search(str(seen)):
+            return Interrupted(signal.SIGTERM if m.group(1) == "Terminated" else signal.SIGINT)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Record a stop without being cut short: the stop signals (a second one arrives apart
+    from the first when the workers got their own) and torch's SIGCHLD report of dying workers
+    are ignored meanwhile."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = (*STOP_SIGNALS, signal.SIGCHLD)
+    before = {s: signal.signal(s, signal.SIG_DFL if s == signal.SIGCHLD else signal.SIG_IGN)
+              for s in held}  # fmt: skip
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 def install_signal_handlers() -> None:

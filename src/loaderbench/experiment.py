@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from loaderbench import exactly_once, keys, store, tracking
+from loaderbench.cli import signals_held, stopped_with_workers
 from loaderbench.config import ConfigError
 from loaderbench.data import DatasetPair, LoaderPlan, build_loader, plan_loader
 from loaderbench.data.faults import (
@@ -245,10 +246,8 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
                 epoch, warmup_batches=cfg.bench.warmup_batches, progress=progress
             )
         except RuntimeError as exc:  # torch's raw words for a known fault: add cause and fix
-            if isinstance(exc.__context__, KeyboardInterrupt):
-                # A stop signal (scancel, kill, Ctrl-C) reached the workers too, and torch
-                # reported their deaths while this process handled its own: it was stopped.
-                raise exc.__context__ from None
+            if stop := stopped_with_workers(exc):  # not a fault: the job was stopped
+                raise stop from None
             where = f"epoch {epoch}, after {progress.batches} batches had arrived"
             if hint := explain_loader_error(exc, s.plan, s.batch_bytes, where):
                 raise LoaderFailure(hint) from exc
@@ -360,8 +359,9 @@ def run(
         return summary.get(keys.SUMMARY_PROJECTED, summary[keys.SUMMARY_SAMPLES_PER_S])
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (cli.Interrupted): KILLED, say which
         if started:
-            tracker.set_tags({keys.KILLED_BY_TAG: getattr(exc, "name", "SIGINT")})
-            tracker.end("KILLED")
+            with signals_held():
+                tracker.set_tags({keys.KILLED_BY_TAG: getattr(exc, "name", "SIGINT")})
+                tracker.end("KILLED")
             exc.run_id = tracker.run_id  # for the one line the command ends with
         raise
     except Exception as exc:
