@@ -119,7 +119,13 @@ class Record:
         self.tracker.log_text(OmegaConf.to_yaml(self.cfg, resolve=True), keys.CONFIG_ARTIFACT)
 
     def finished(
-        self, setup: Setup, epochs: list[EpochStats], usage: ResourceUsage, *, setup_s: float, wall_s: float
+        self,
+        setup: Setup,
+        epochs: list[EpochStats],
+        usage: ResourceUsage,
+        *,
+        setup_s: float,
+        wall_s: float,
     ) -> float:
         """The summary metrics and line, the exactly-once verdict, FINISHED. Returns the run's
         objective: summary samples/s (a probe's projection to full epochs), or NaN when some

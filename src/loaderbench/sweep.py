@@ -124,10 +124,10 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.sweep_dir = Path(config.hydra.sweep.dir)
         if is_tune(config):  # the tune.* values and what the command line sweeps, checked
-            from loaderbench import tune  # before anything is recorded
+            from hydra_plugins.loaderbench_tune import check  # before anything is recorded
 
             try:
-                tune.check(config, list(config.hydra.overrides.task))
+                check(config, list(config.hydra.overrides.task))
             except ConfigError as exc:
                 log.error("error: %s", exc)
                 sys.exit(2)
