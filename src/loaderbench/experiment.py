@@ -1,7 +1,8 @@
 """One job: read the config tree, build everything, train while measuring, record the run.
 
-This module reads a job's config tree (a tune sweep's search reads ``tune.*`` in
-:mod:`loaderbench.tune`). It reads as the job runs:
+This module and the two it drives, :mod:`loaderbench.job` (what is built and measured) and
+:mod:`loaderbench.record` (what is recorded), read a job's config tree; a tune sweep's search
+reads ``tune.*`` in :mod:`loaderbench.tune`. It reads as the job runs:
 
 - :func:`prepare` checks the config and builds everything that can fail on bad input (device,
   loader values, dataset files, memory) before a run is opened in the tracking store, so a typo
