@@ -433,7 +433,7 @@ def test_fake_data_gives_pil_images_with_distinct_splits():
     ],
 )
 def test_each_option_composes_and_instantiates(tmp_path, overrides):
-    from loaderbench.experiment import _instantiate_dataset
+    from loaderbench.job import instantiate_dataset as _instantiate_dataset
 
     root = _folder(tmp_path)
     cfg = compose_config([o.replace("ROOT", str(root)) for o in overrides])
@@ -472,7 +472,7 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize(("overrides", "key"), BAD_VALUES, ids=[" ".join(o) for o, _ in BAD_VALUES])
 def test_a_bad_dataset_value_is_a_config_error_naming_the_key_and_fix(tmp_path, overrides, key):
-    from loaderbench.experiment import _instantiate_dataset
+    from loaderbench.job import instantiate_dataset as _instantiate_dataset
 
     root = _folder(tmp_path)
     cfg = compose_config([o.replace("ROOT", str(root)) for o in overrides])

@@ -149,7 +149,7 @@ def test_a_missing_mandatory_path_is_still_the_clear_error():
 
 
 def test_workers_killed_by_a_stop_signal_are_a_stop_not_a_fault():
-    from loaderbench.cli import Interrupted, stopped_with_workers
+    from loaderbench.stopping import Interrupted, stopped_with_workers
 
     died = RuntimeError("DataLoader worker (pid 7) is killed by signal: Terminated. ")
     exited = RuntimeError("DataLoader worker (pid(s) 7) exited unexpectedly")

@@ -18,7 +18,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from loaderbench import keys, store
-from tests.helpers import ROOT, still_running
+from tests.helpers import ROOT, SMALL, still_running
 
 TINY = [
     "dataset.size=128",
@@ -325,3 +325,25 @@ def test_a_launched_job_stopped_by_sigterm_is_killed_and_the_sweep_goes_on(tmp_p
     assert f"did not finish: {killed.info.run_name} (KILLED)" in out
     time.sleep(1)
     assert not still_running(seen)  # the killed job's workers were joined, nothing else is left
+
+
+def test_a_sweep_over_a_config_group_names_each_run_by_its_option(tmp_path):
+    """`-m transforms=none,basic`: the group's options carry no `name`, and each child is
+    named by the option Hydra chose, not after the group."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    cmd = [
+        sys.executable, "run.py", "-m", "transforms=none,basic", *SMALL,
+        f"mlflow.tracking_uri={uri}", f"hydra.sweep.dir={tmp_path}/sweep",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n")  # shown when the test fails
+    assert proc.returncode == 0
+    client, parent, children = check_sweep(uri, n_finished=2)
+    assert sorted(c.info.run_name for c in children) == ["basic", "none"]
+    assert parent.data.tags["loaderbench.winner"] in {"basic", "none"}
+    verdict = parent.data.tags["loaderbench.verdict"]
+    if verdict.startswith("Fastest"):  # it names the two settings by their options
+        assert "basic" in verdict and "none" in verdict
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    assert "| none |" in report and "| basic |" in report  # a row each, by name

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from hydra_plugins import loaderbench_tune as sweeper
 from loaderbench import keys, tune
 from loaderbench.config import ConfigError
 from loaderbench.tune import Candidate, Search, Trial
@@ -40,7 +41,7 @@ def test_knobs_that_cannot_matter_are_not_searched():
 
 def test_values_on_the_command_line_narrow_the_search():
     cfg = tune_cfg()
-    fixed, pinned = tune.split_arguments(
+    fixed, pinned = sweeper.split_arguments(
         ["sweep=tune", "loader.num_workers=0,2", "loader.multiprocessing_context=spawn"], cfg
     )
     assert fixed == ["sweep=tune"]
@@ -51,7 +52,7 @@ def test_values_on_the_command_line_narrow_the_search():
 @pytest.mark.parametrize("arg", ["dataset.size=128,256", "loader.batch_size=32,64"])
 def test_a_sweep_of_another_key_is_refused_naming_it(arg):
     with pytest.raises(ConfigError, match=arg.split("=")[0].replace(".", r"\.")) as err:
-        tune.split_arguments(["sweep=tune", arg], tune_cfg())
+        sweeper.split_arguments(["sweep=tune", arg], tune_cfg())
     assert "grid sweep" in str(err.value)
 
 
@@ -63,7 +64,7 @@ def test_one_batch_size_with_tune_batch_size_is_the_centre_and_pin_memory_can_be
         "loader.batch_size=128",
         "loader.pin_memory=false",
     ]
-    fixed, pinned = tune.split_arguments(args, cfg)
+    fixed, pinned = sweeper.split_arguments(args, cfg)
     assert fixed == ["sweep=tune", "tune.batch_size=true"]  # each trial sets its batch size
     sp = tune.build_space(cfg, pinned, accelerator=True)
     assert sp.batch_sizes == [64, 128, 256] and sp.pin == [False]
@@ -80,19 +81,19 @@ def test_one_batch_size_with_tune_batch_size_is_the_centre_and_pin_memory_can_be
 )
 def test_a_search_that_could_not_run_is_refused_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
-        tune.check(tune_cfg(override), ["sweep=tune", override])
+        sweeper.check(tune_cfg(override), ["sweep=tune", override])
 
 
 def test_a_probe_is_the_users_job_capped_and_named_by_what_it_sets():
     fixed = ["sweep=tune", "trainer.epochs=2"]
     cand = Candidate(2, "fork", True, 4)
-    args = tune.trial_overrides(fixed, cand, 20)
+    args = sweeper.trial_overrides(fixed, cand, 20)
     assert args[:2] == fixed
     assert "loader.num_workers=2" in args and "loader.persistent_workers=true" in args
     assert args[-1] == f"{keys.PROBE_PARAM}=20"
     assert not any(a.startswith("loader.batch_size") for a in args)  # not tuned: untouched
     assert cand.label == "w2-fork-persist-pf4"
-    w0 = tune.trial_overrides(fixed, Candidate(0), None)  # a full run, no worker knobs
+    w0 = sweeper.trial_overrides(fixed, Candidate(0), None)  # a full run, no worker knobs
     assert w0 == [*fixed, "loader.num_workers=0", f"{keys.PROBE_PARAM}=null"]
 
 

@@ -3,14 +3,19 @@
 YAML options in ``conf/<group>/`` extend these (``defaults: [base_<group>]``), so a typo in a
 key or a wrong type fails when Hydra composes the config, before any work starts. Groups whose
 options point at a class with ``_target_`` (dataset, transforms, model, optim) have no schema:
-the class signature is their schema.
+the class signature is their schema. The ranges a type cannot say (``trainer.epochs`` at least
+1, ``bench.mode`` one of the modes) are each schema's ``check``, beside its fields; :func:`check`
+runs them all on a job's config, before anything is built.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
+
+from loaderbench import keys
 
 
 @dataclass
@@ -37,6 +42,11 @@ class TrainerConfig:
     deterministic: bool = True
     progress: bool = True  # a bar per epoch, only when stderr is a terminal
 
+    @staticmethod
+    def check(t: Any) -> None:
+        if t.epochs < 1:
+            raise ConfigError(f"trainer.epochs={t.epochs}: must be at least 1")
+
 
 @dataclass
 class DeviceConfig:
@@ -55,6 +65,18 @@ class BenchConfig:
     # per GB resident); 0.25 resolves the PSS peaks of runs with GBs mapped.
     pss_budget: float = 0.005
 
+    @staticmethod
+    def check(b: Any) -> None:
+        if b.mode not in keys.MODES:
+            raise ConfigError(f"bench.mode={b.mode}: choose one of {', '.join(keys.MODES)}")
+        if b.warmup_batches < 0:
+            raise ConfigError(f"bench.warmup_batches={b.warmup_batches}: must be 0 or more")
+        if not 0 < b.pss_budget <= 1:
+            raise ConfigError(f"bench.pss_budget={b.pss_budget}: a share of one core, in (0, 1]")
+        probe = b.probe_batches
+        if probe is not None and probe < 4:  # its projection needs two halves of two steps each
+            raise ConfigError(f"bench.probe_batches={probe}: must be at least 4, or null")
+
 
 @dataclass
 class TuneConfig:
@@ -68,6 +90,25 @@ class TuneConfig:
     contexts: list[str] | None = None  # null: every start method of the platform
     prefetch_factors: list[int] = field(default_factory=lambda: [2, 4])
     confirm_within: float = 0.1  # confirm the runner-up too when its probe is this close
+
+    CONFIRMING = 3  # trials kept for the confirming full runs (not a field: not configurable)
+
+    @staticmethod
+    def check(t: Any) -> None:
+        if t.probe_batches < 4:  # its projection needs two halves of two steps each
+            raise ConfigError(f"tune.probe_batches={t.probe_batches}: must be at least 4")
+        reserve = TuneConfig.CONFIRMING
+        if t.trials is not None and t.trials <= reserve:
+            raise ConfigError(
+                f"tune.trials={t.trials}: must exceed the {reserve} confirming runs it keeps "
+                f"(e.g. tune.trials={reserve + 7}), or null for no limit"
+            )
+        if t.budget_s is not None and t.budget_s <= 0:
+            raise ConfigError(f"tune.budget_s={t.budget_s}: must be above 0, or null for no limit")
+        if not 0 <= t.confirm_within < 1:
+            raise ConfigError(f"tune.confirm_within={t.confirm_within}: a fraction in [0, 1)")
+        if t.max_workers is not None and t.max_workers < 0:
+            raise ConfigError(f"tune.max_workers={t.max_workers}: must be 0 or more, or null")
 
 
 @dataclass
@@ -91,6 +132,12 @@ def register_configs() -> None:
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key and the fix."""
+
+
+def check(cfg: Any) -> None:
+    """The ranges of a job's config (``trainer``, ``bench``) that its types cannot say."""
+    BenchConfig.check(cfg.bench)
+    TrainerConfig.check(cfg.trainer)
 
 
 def locate(key: str, path: object) -> object:

@@ -36,12 +36,16 @@ def label(key: str, value: Any) -> str:
     return f"{leaf}={value}"
 
 
-def run_name(cfg: DictConfig, swept: list[str] | None = None) -> str:
+def run_name(
+    cfg: DictConfig, swept: list[str] | None = None, choices: dict[str, str] | None = None
+) -> str:
     """A name made of what varies, e.g. ``w2-spawn``, at most 40 characters.
 
     In a sweep: the swept keys' values only (constants live on the parent), leaving out a key
-    at null (torch's default, e.g. no prefetch_factor at num_workers=0). A single run: the
-    worker count and any loader knob set away from torch's default.
+    at null (torch's default, e.g. no prefetch_factor at num_workers=0). A swept config group
+    is named by the option Hydra chose (``choices``, from ``hydra.runtime.choices``:
+    ``loader=article_w8_spawn`` gives ``article_w8_spawn``), else by its node's ``name``. A
+    single run: the worker count and any loader knob set away from torch's default.
     """
     if swept is None:
         lc, default = cfg.loader, LoaderConfig()
@@ -62,6 +66,16 @@ def run_name(cfg: DictConfig, swept: list[str] | None = None) -> str:
         if value is None:
             continue
         if isinstance(value, DictConfig):  # a group (dataset=tensor): its option's name
-            value = value.get("name", key.rsplit(".", 1)[-1])
+            value = group_option(key, value, choices or {})
         parts.append(label(key, value))
     return "-".join(parts)[:NAME_LIMIT] or "run"
+
+
+def group_option(key: str, node: DictConfig, choices: dict[str, str]) -> str:
+    """The option of config group ``key``: Hydra's choice (a group's options rarely carry a
+    ``name``: ``transforms=augment``, ``model=resnet18``), else the node's ``name``, else the
+    key itself."""
+    group = key.lstrip("+~").replace(".", "/")
+    if group in choices:
+        return choices[group].rsplit("/", 1)[-1]
+    return str(node.get("name", key.rsplit(".", 1)[-1]))

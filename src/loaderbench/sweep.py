@@ -6,7 +6,8 @@ and exports its id and the swept keys in the environment, where every job, in th
 a submitit/Slurm one, reads them: it tags its own run as a child and names it by the swept
 values. At the end, ``on_multirun_end`` (again in the launching process) builds the report from
 the tracking store alone, so it comes out the same for every launcher and store. A stop signal
-(see :mod:`loaderbench.cli`) ends the sweep through :func:`interrupt_active_sweep` instead.
+(see :mod:`loaderbench.cli`) ends the sweep through :data:`loaderbench.active.ACTIVE`, where
+the open sweep registers itself, instead.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import contextlib
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from loaderbench import keys, store, tracking, ui
+from loaderbench.active import ACTIVE, Interruption
 from loaderbench.config import ConfigError
 
 log = logging.getLogger(__name__)
 JOB_ERROR_FILE = keys.ERROR_ARTIFACT  # also written into a failed job's output directory
-_ACTIVE: SweepCallback | None = None  # the sweep this process is running, for a stop signal
 # The metric columns of a sweep's saved view in the MLflow UI, after the swept params.
 VIEW_COLUMNS = [
     keys.SUMMARY_SAMPLES_PER_S,
@@ -38,33 +38,6 @@ VIEW_COLUMNS = [
     keys.PEAK_PSS,
     keys.SUMMARY_VAL_ACC,
 ]
-
-
-@dataclass
-class Interruption:
-    subject: str  # "sweep <parent id>"
-    finished: int
-    total: int | str
-
-
-def launching_here() -> bool:
-    """Whether this process launched the running sweep (its callback is open here)."""
-    return _ACTIVE is not None
-
-
-def interrupt_active_sweep(signal_name: str) -> Interruption | None:
-    """Close the running sweep after a stop signal: the report of what finished, the parent
-    KILLED with the signal's name. None when no sweep is open in this process."""
-    return _ACTIVE.interrupt(signal_name) if _ACTIVE is not None else None
-
-
-def log_on_parent(metrics: dict[str, float]) -> None:
-    """Metrics on the running sweep's parent run (a sweeper's own figures); nothing when no
-    sweep is open here or tracking is off."""
-    if _ACTIVE is not None and _ACTIVE.parent_run_id is not None:
-        store.log_batch(
-            _ACTIVE.client, _ACTIVE.parent_run_id, metrics=[(k, v, 0) for k, v in metrics.items()]
-        )
 
 
 def sweep_grid(config: DictConfig) -> tuple[list[str], int | None]:
@@ -151,16 +124,15 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.sweep_dir = Path(config.hydra.sweep.dir)
         if is_tune(config):  # the tune.* values and what the command line sweeps, checked
-            from loaderbench import tune  # before anything is recorded
+            from hydra_plugins.loaderbench_tune import check  # before anything is recorded
 
             try:
-                tune.check(config, list(config.hydra.overrides.task))
+                check(config, list(config.hydra.overrides.task))
             except ConfigError as exc:
                 log.error("error: %s", exc)
                 sys.exit(2)
         if not config.mlflow.enabled:
             return
-        global _ACTIVE
         try:
             uri = store.resolve_tracking_uri(config.mlflow.tracking_uri, config.hydra.runtime.cwd)
             store.check_reachable(uri)
@@ -194,7 +166,7 @@ class SweepCallback(Callback):
         # local subprocesses and Slurm jobs (sbatch exports the submitting environment).
         os.environ[keys.PARENT_ENV] = self.parent_run_id
         os.environ[keys.SWEPT_ENV] = ",".join(swept)
-        _ACTIVE = self
+        ACTIVE.register(self)
         atexit.register(self._close_parent_if_open)
         log.info("sweep %s: parent run %s in %s", self.sweep_dir, self.parent_run_id, uri)
 
@@ -208,8 +180,8 @@ class SweepCallback(Callback):
             self._finish("FAILED")
 
     def _finish(self, status: str, tags: dict[str, str] | None = None) -> None:
-        global _ACTIVE
-        parent, self.parent_run_id, _ACTIVE = self.parent_run_id, None, None
+        parent, self.parent_run_id = self.parent_run_id, None
+        ACTIVE.unregister(self)
         for var in (keys.PARENT_ENV, keys.SWEPT_ENV):
             os.environ.pop(var, None)
         if tags:
@@ -227,6 +199,13 @@ class SweepCallback(Callback):
             log.warning("no report for the interrupted sweep: %s", exc)
         self._finish("KILLED", {keys.KILLED_BY_TAG: signal_name})
         return Interruption(f"sweep {parent}", finished, self.total or "?")
+
+    def log_on_parent(self, metrics: dict[str, float]) -> None:
+        """Metrics on the parent run (a sweeper's own figures), while it is open."""
+        if self.parent_run_id is not None:
+            store.log_batch(
+                self.client, self.parent_run_id, metrics=[(k, v, 0) for k, v in metrics.items()]
+            )
 
     def _publish(self, parent: str) -> Any:
         from loaderbench.report import publish_report, write_report

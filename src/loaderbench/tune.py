@@ -23,8 +23,8 @@ decides among the full runs with its usual noise rule, so the answer (parent tag
 from full runs only. ``tune.trials`` (all trials) and ``tune.budget_s`` (wall seconds) stop
 the probing early; the confirming runs always run: they are the answer.
 
-Trials are launched through Hydra's launcher, so they are child runs of the sweep's parent like
-any grid's, under any launcher; a trial that fails is recorded FAILED and the search goes on.
+This module is the search itself, pure over the config and the trials' figures; the sweeper in
+``hydra_plugins.loaderbench_tune`` runs its trials through Hydra's launcher.
 """
 
 from __future__ import annotations
@@ -32,16 +32,14 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
-import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from omegaconf import DictConfig
 
 from loaderbench import keys, naming
-from loaderbench.config import ConfigError
+from loaderbench.config import ConfigError, TuneConfig
 from loaderbench.data.loader import TORCH_DEFAULT_PREFETCH
 from loaderbench.provenance import cpu_cores
 
@@ -50,14 +48,7 @@ WORKERS = keys.WORKERS_PARAM
 CONTEXT, PERSISTENT = "loader.multiprocessing_context", "loader.persistent_workers"
 PREFETCH, PIN, BATCH = "loader.prefetch_factor", "loader.pin_memory", keys.BATCH_SIZE_PARAM
 CHEAPEST_START = ("fork", "forkserver", "spawn")  # the order a context is tried in
-RESERVE = 3  # trials kept for the confirming runs
-
-
-def _value(v: Any) -> str:
-    """A Hydra override value: null, true/false, or as written."""
-    if v is None:
-        return "null"
-    return str(v).lower() if isinstance(v, bool) else str(v)
+RESERVE = TuneConfig.CONFIRMING  # trials kept for the confirming runs
 
 
 @dataclass(frozen=True)
@@ -151,7 +142,7 @@ def build_space(config: DictConfig, pinned: dict[str, list[str]], accelerator: b
         batch_sizes=sorted({max(bs // 2, 1), bs, bs * 2}) if t.batch_size else [None],
     )
     for key, values in pinned.items():
-        field_name, cast = _PINNABLE[key]
+        field_name, cast = PINNABLE[key]
         setattr(space, field_name, [cast(v) for v in values])
     return space
 
@@ -164,7 +155,7 @@ def _prefetch(v: str) -> int | None:
     return None if v == "null" else int(v)  # null: torch's default
 
 
-_PINNABLE = {
+PINNABLE = {
     WORKERS: ("workers", int),
     CONTEXT: ("contexts", str),
     PERSISTENT: ("persistent", _bool),
@@ -263,142 +254,21 @@ class Search:
         return list(dict.fromkeys(picks))
 
 
-def trial_overrides(fixed: Sequence[str], cand: Candidate, probe_batches: int | None) -> list[str]:
-    settings = cand.settings() | {keys.PROBE_PARAM: probe_batches}
-    return [*fixed, *(f"{k}={_value(v)}" for k, v in settings.items())]
-
-
-def describe(trials: list[Trial]) -> str:
-    return ", ".join(
-        f"{t.candidate.label} {t.value:.0f}/s" if t.ok else f"{t.candidate.label} failed"
-        for t in trials
-    )
-
-
 def tuned_keys(config: DictConfig) -> list[str]:
     """The keys a tune sweep varies, for the children's names and the parent's params."""
     out = [WORKERS, CONTEXT, PERSISTENT, PREFETCH]
-    if _accelerator(config):
+    if accelerator(config):
         out.append(PIN)
     if config.tune.batch_size:
         out.append(BATCH)
     return [*out, keys.PROBE_PARAM]
 
 
-def _accelerator(config: DictConfig) -> bool:
+def accelerator(config: DictConfig) -> bool:
+    """Whether the jobs will run on an accelerator (then pinning is a tuned knob)."""
     from loaderbench.devices import resolve_device
 
     try:
         return resolve_device(config.device.type).type != "cpu"
     except ConfigError:
         return False  # the jobs will say why, each in its own run
-
-
-def _objective(result: Any) -> float:
-    """A trial's figure from its JobReturn: NaN when it failed (recorded FAILED by the job, or
-    killed before it could return)."""
-    from hydra.core.utils import JobStatus
-
-    if result.status != JobStatus.COMPLETED:
-        return math.nan
-    value = result.return_value
-    return float(value) if isinstance(value, (int, float)) else math.nan
-
-
-def split_arguments(arguments: Sequence[str], config: DictConfig) -> tuple[list[str], dict]:
-    """The command line's overrides as (fixed overrides every trial gets, values that narrow a
-    tuned knob). A sweep over any other key is an error: the tuner searches one workload."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    tuned = set(tuned_keys(config))
-    fixed, pinned = [], {}
-    for o in OverridesParser.create().parse_overrides(list(arguments)):
-        key = o.key_or_group
-        if key in _PINNABLE:
-            values = o.sweep_string_iterator() if o.is_sweep_override() else [o.value()]
-            pinned[key] = [_value(v) if not isinstance(v, str) else v for v in values]
-        elif key == BATCH and key in tuned and not o.is_sweep_override():
-            continue  # the centre of the batch sizes searched (build_space reads the config)
-        elif o.is_sweep_override() or key in tuned:
-            raise ConfigError(
-                f"{o.input_line}: sweep=tune searches the loader knobs itself and tunes one "
-                "workload; give this key one value (or tune.batch_size=true to search batch "
-                "sizes), or run a grid sweep with -m instead"
-            )
-        else:
-            fixed.append(o.input_line)
-    return fixed, pinned
-
-
-def check(config: DictConfig, arguments: Sequence[str]) -> tuple[list[str], dict]:
-    """The ``tune.*`` values and the command line, checked before the sweep's parent run is
-    opened (a typo costs nothing); returns :func:`split_arguments`."""
-    t = config.tune
-    if t.probe_batches < 4:  # its projection needs two halves of two steps each
-        raise ConfigError(f"tune.probe_batches={t.probe_batches}: must be at least 4")
-    if t.trials is not None and t.trials <= RESERVE:
-        raise ConfigError(
-            f"tune.trials={t.trials}: must exceed the {RESERVE} confirming runs it keeps "
-            f"(e.g. tune.trials={RESERVE + 7}), or null for no limit"
-        )
-    if t.budget_s is not None and t.budget_s <= 0:
-        raise ConfigError(f"tune.budget_s={t.budget_s}: must be above 0, or null for no limit")
-    if not 0 <= t.confirm_within < 1:
-        raise ConfigError(f"tune.confirm_within={t.confirm_within}: a fraction in [0, 1)")
-    if t.max_workers is not None and t.max_workers < 0:
-        raise ConfigError(f"tune.max_workers={t.max_workers}: must be 0 or more, or null")
-    return split_arguments(arguments, config)
-
-
-def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> list[Any]:
-    """The staged search (see the module's docstring) through ``launcher``, one trial at a
-    time: trials running side by side would compete for the cores they measure."""
-    from loaderbench import sweep
-
-    t = config.tune
-    fixed, pinned = check(config, arguments)
-    space = build_space(config, pinned, _accelerator(config))
-    search = Search(space, t.probe_batches, t.trials, t.budget_s, t.confirm_within)
-    returns: list[Any] = []
-
-    def launch(cand: Candidate, probe: bool) -> Trial:
-        batch = [trial_overrides(fixed, cand, search.probe_batches if probe else None)]
-        # the run is named by what it sets (w0-probe20, w2-fork-persist-pf2): jobs read this
-        os.environ[keys.SWEPT_ENV] = ",".join([*cand.settings(), keys.PROBE_PARAM])
-        results = launcher.launch(batch, initial_job_idx=len(search.done))
-        returns.append(results)
-        trial = Trial(cand, probe, _objective(results[0]))
-        search.done.append(trial)
-        return trial
-
-    reserve = 2 if len(space.workers) == 1 else RESERVE
-    for name, stage in search.stages():
-        trials, spent = [], False
-        for cand in search.fresh(stage(search)):
-            if spent := search.probes_left(reserve) == 0:
-                log.info("tune: the budget is spent; %s and later stages skipped", name)
-                break
-            trials.append(launch(cand, probe=True))
-        if trials:
-            log.info("tune, %s: %s", name, describe(trials))
-        if spent:
-            break
-    confirm = [launch(c, probe=False) for c in search.to_confirm()]
-    probes = sum(t.probe for t in search.done)
-    wall_s = search.elapsed_s
-    log.info(
-        "tune: %d trials (%d probes of %d batches an epoch, %d full runs: %s) in %.0f s",
-        len(search.done),
-        probes,
-        search.probe_batches,
-        len(confirm),
-        describe(confirm),
-        wall_s,
-    )
-    try:
-        sweep.log_on_parent(
-            {keys.TUNE_TRIALS: len(search.done), keys.TUNE_PROBES: probes, keys.TUNE_WALL: wall_s}
-        )
-    except Exception as exc:  # the trials are recorded: the report must still follow
-        log.warning("tune: the search's figures did not reach the parent run: %s", exc)
-    return returns

@@ -1,11 +1,28 @@
-"""Hydra finds sweepers only in the ``hydra_plugins`` package; the search is in
-:mod:`loaderbench.tune` (imported when a tune sweep starts, not at Hydra's plugin scan)."""
+"""``sweep=tune``'s sweeper: the staged search of :mod:`loaderbench.tune`, its trials run
+through Hydra's launcher, so they are child runs of the sweep's parent like any grid's, under
+any launcher; a trial that fails is recorded FAILED and the search goes on.
+
+Hydra finds sweepers only in the ``hydra_plugins`` package, and imports this module at every
+start (its plugin scan): its module-level imports stay cheap, and the package (torch with it)
+is imported only when a tune sweep starts.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import math
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from hydra.plugins.sweeper import Sweeper
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from loaderbench.tune import Candidate, Trial
+
+log = logging.getLogger("loaderbench.tune")  # the package's logger: its log config applies
 
 
 class TuneSweeper(Sweeper):
@@ -24,6 +41,129 @@ class TuneSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from loaderbench.tune import run_search
-
         return run_search(self.config, self.launcher, arguments)
+
+
+def override_value(v: Any) -> str:
+    """A Hydra override value: null, true/false, or as written."""
+    if v is None:
+        return "null"
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def split_arguments(arguments: Sequence[str], config: DictConfig) -> tuple[list[str], dict]:
+    """The command line's overrides as (fixed overrides every trial gets, values that narrow a
+    tuned knob). A sweep over any other key is an error: the tuner searches one workload."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from loaderbench.config import ConfigError
+    from loaderbench.tune import BATCH, PINNABLE, tuned_keys
+
+    tuned = set(tuned_keys(config))
+    fixed, pinned = [], {}
+    for o in OverridesParser.create().parse_overrides(list(arguments)):
+        key = o.key_or_group
+        if key in PINNABLE:
+            values = o.sweep_string_iterator() if o.is_sweep_override() else [o.value()]
+            pinned[key] = [override_value(v) if not isinstance(v, str) else v for v in values]
+        elif key == BATCH and key in tuned and not o.is_sweep_override():
+            continue  # the centre of the batch sizes searched (build_space reads the config)
+        elif o.is_sweep_override() or key in tuned:
+            raise ConfigError(
+                f"{o.input_line}: sweep=tune searches the loader knobs itself and tunes one "
+                "workload; give this key one value (or tune.batch_size=true to search batch "
+                "sizes), or run a grid sweep with -m instead"
+            )
+        else:
+            fixed.append(o.input_line)
+    return fixed, pinned
+
+
+def check(config: DictConfig, arguments: Sequence[str]) -> tuple[list[str], dict]:
+    """The ``tune.*`` values and the command line, checked before the sweep's parent run is
+    opened (a typo costs nothing); returns :func:`split_arguments`."""
+    from loaderbench.config import TuneConfig
+
+    TuneConfig.check(config.tune)
+    return split_arguments(arguments, config)
+
+
+def trial_overrides(fixed: Sequence[str], cand: Candidate, probe_batches: int | None) -> list[str]:
+    from loaderbench import keys
+
+    settings = cand.settings() | {keys.PROBE_PARAM: probe_batches}
+    return [*fixed, *(f"{k}={override_value(v)}" for k, v in settings.items())]
+
+
+def describe(trials: list[Trial]) -> str:
+    return ", ".join(
+        f"{t.candidate.label} {t.value:.0f}/s" if t.ok else f"{t.candidate.label} failed"
+        for t in trials
+    )
+
+
+def objective(result: Any) -> float:
+    """A trial's figure from its JobReturn: NaN when it failed (recorded FAILED by the job, or
+    killed before it could return)."""
+    from hydra.core.utils import JobStatus
+
+    if result.status != JobStatus.COMPLETED:
+        return math.nan
+    value = result.return_value
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> list[Any]:
+    """The staged search (see the module's docstring) through ``launcher``, one trial at a
+    time: trials running side by side would compete for the cores they measure."""
+    from loaderbench import keys
+    from loaderbench.active import ACTIVE
+    from loaderbench.tune import RESERVE, Search, Trial, accelerator, build_space
+
+    t = config.tune
+    fixed, pinned = check(config, arguments)
+    space = build_space(config, pinned, accelerator(config))
+    search = Search(space, t.probe_batches, t.trials, t.budget_s, t.confirm_within)
+    returns: list[Any] = []
+
+    def launch(cand: Candidate, probe: bool) -> Trial:
+        batch = [trial_overrides(fixed, cand, search.probe_batches if probe else None)]
+        # the run is named by what it sets (w0-probe20, w2-fork-persist-pf2): jobs read this
+        os.environ[keys.SWEPT_ENV] = ",".join([*cand.settings(), keys.PROBE_PARAM])
+        results = launcher.launch(batch, initial_job_idx=len(search.done))
+        returns.append(results)
+        trial = Trial(cand, probe, objective(results[0]))
+        search.done.append(trial)
+        return trial
+
+    reserve = 2 if len(space.workers) == 1 else RESERVE
+    for name, stage in search.stages():
+        trials, spent = [], False
+        for cand in search.fresh(stage(search)):
+            if spent := search.probes_left(reserve) == 0:
+                log.info("tune: the budget is spent; %s and later stages skipped", name)
+                break
+            trials.append(launch(cand, probe=True))
+        if trials:
+            log.info("tune, %s: %s", name, describe(trials))
+        if spent:
+            break
+    confirm = [launch(c, probe=False) for c in search.to_confirm()]
+    probes = sum(t.probe for t in search.done)
+    wall_s = search.elapsed_s
+    log.info(
+        "tune: %d trials (%d probes of %d batches an epoch, %d full runs: %s) in %.0f s",
+        len(search.done),
+        probes,
+        search.probe_batches,
+        len(confirm),
+        describe(confirm),
+        wall_s,
+    )
+    try:
+        ACTIVE.log_on_parent(
+            {keys.TUNE_TRIALS: len(search.done), keys.TUNE_PROBES: probes, keys.TUNE_WALL: wall_s}
+        )
+    except Exception as exc:  # the trials are recorded: the report must still follow
+        log.warning("tune: the search's figures did not reach the parent run: %s", exc)
+    return returns

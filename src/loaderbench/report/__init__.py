@@ -1,11 +1,11 @@
 """The sweep report: read a sweep's runs from the tracking store, say which loader setting won.
 
 A sweep is a parent run (tag ``loaderbench.role=sweep``) and its children (tag
-``mlflow.parentRunId``). :mod:`.runs` reads them into rows, :mod:`.analysis` says what they
-mean, :mod:`.render` writes it down; this module publishes. :func:`write_report` writes
-``report.md``, ``report.csv``, ``throughput.png`` and ``stall.png``; :func:`publish_report`
-attaches them to the parent with the ``sweep/*`` metrics and the verdict / reproducibility
-tags. Importing the report imports neither torch nor mlflow.
+``mlflow.parentRunId``). :mod:`.runs` reads them into rows (:mod:`.rows`), :mod:`.analysis`
+says what they mean, :mod:`.render` writes it down; this module publishes. :func:`write_report`
+writes ``report.md``, ``report.csv``, ``throughput.png`` and ``stall.png``;
+:func:`publish_report` attaches them to the parent with the ``sweep/*`` metrics and the
+verdict / reproducibility tags. Importing the report imports neither torch nor mlflow.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 
 from loaderbench import keys, store
 from loaderbench.report import render
-from loaderbench.report.analysis import Analysis, Group, RunRow, analyze
+from loaderbench.report.analysis import Analysis, analyze
+from loaderbench.report.rows import Group, RunRow
 from loaderbench.report.runs import load_sweep
 from loaderbench.store import SweepNotFound
 

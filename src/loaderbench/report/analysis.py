@@ -1,4 +1,5 @@
-"""What a sweep's runs say, as pure functions over :class:`RunRow` lists: which params varied,
+"""What a sweep's runs say, as pure functions over :class:`~loaderbench.report.rows.RunRow`
+lists: which params varied,
 repeat groups and their medians, the verdict, the reproducibility check and the ceilings.
 
 Nothing here reads a store or a file, so every rule can be tested on rows built in memory.
@@ -6,80 +7,18 @@ Nothing here reads a store or a file, so every rule can be tested on rows built 
 
 from __future__ import annotations
 
-import math
 import re
-import statistics
 from dataclasses import dataclass, field
 
 from loaderbench import keys
 from loaderbench.report import predict, verdict
+from loaderbench.report.rows import HISTORIES, Group, RunRow
 
-WORKERS, MODE, REPEAT = keys.WORKERS_PARAM, keys.MODE_PARAM, keys.REPEAT_PARAM
-HISTORIES = (keys.LOSS_TRAIN, keys.ACC_VAL)  # per-epoch values that must not depend on the loader
-
-
-@dataclass
-class RunRow:
-    """One child run: what the store says, plus its error line and per-epoch histories."""
-
-    run_id: str
-    name: str
-    status: str  # FINISHED, FAILED, KILLED, RUNNING
-    params: dict[str, str]
-    metrics: dict[str, float]
-    error: str | None = None
-    histories: dict[str, list[float]] = field(default_factory=dict)
-    exactly_once: str | None = None  # the run's EXACTLY_ONCE_TAG: "ok", or what went wrong
-    tags: dict[str, str] = field(default_factory=dict)  # the env.* tags (cores, threads)
-
-    @property
-    def delivered_wrong(self) -> bool:
-        """Some epoch delivered a sample twice, or not at all."""
-        return self.exactly_once not in (None, keys.EXACTLY_ONCE_OK)
-
-    @property
-    def finished(self) -> bool:
-        return self.status == "FINISHED"
-
-    @property
-    def mode(self) -> str:
-        return self.params.get(MODE, keys.MODE_TRAIN)
-
-    @property
-    def probe(self) -> bool:
-        """A tuner's probe (cut epochs): ranked, never the answer."""
-        return self.params.get(keys.PROBE_PARAM, "None") not in ("None", "null", "")
-
-    def value(self, key: str) -> float:
-        return self.metrics.get(key, math.nan)
+__all__ = ["HISTORIES", "Analysis", "Group", "RunRow", "analyze"]  # rows' types, as before
+MODE, REPEAT = keys.MODE_PARAM, keys.REPEAT_PARAM
 
 
-@dataclass
-class Group:
-    """FINISHED runs identical except for ``bench.repeat`` (n=1 without repeats)."""
-
-    key: tuple[tuple[str, str], ...]
-    runs: list[RunRow]
-
-    def values(self, key: str = keys.SUMMARY_SAMPLES_PER_S) -> list[float]:
-        return [v for r in self.runs if not math.isnan(v := r.value(key))]
-
-    def median(self, key: str = keys.SUMMARY_SAMPLES_PER_S) -> float:
-        return statistics.median(vals) if (vals := self.values(key)) else math.nan
-
-    @property
-    def label(self) -> str:
-        n, name = len(self.runs), self.runs[0].name
-        if n == 1:
-            return name
-        group = "-".join(p for p in name.split("-") if not re.fullmatch(r"r\d+", p)) or name
-        return f"{group} (median of {n})"
-
-    def without(self, *params: str) -> tuple:
-        return tuple(kv for kv in self.key if kv[0] not in params)
-
-
-@dataclass
+@dataclass(kw_only=True)
 class Analysis:
     """Everything the report says about a sweep, before any of it is rendered."""
 
@@ -129,24 +68,26 @@ def analyze(name: str, rows: list[RunRow], search: dict[str, float] | None = Non
     recommendation = verdict.snippet(v.pick.runs[0]) if v.pick else ""
     delivery, idle = data_notes(rows)
     return Analysis(
-        name,
-        rows,
-        varied,
-        groups,
-        v.best,
-        v.sentence,
-        v.winner,
-        recommendation,
-        v.why,
-        warnings,
-        repro,
-        ceilings,
-        efficiencies,
-        search or {},
-        v.pick,
-        delivery,
-        idle,
-        predict.predict([g for g in full if not any(r.delivered_wrong for r in g.runs)]),
+        name=name,
+        rows=rows,
+        varied=varied,
+        groups=groups,
+        best=v.best,
+        verdict=v.sentence,
+        winner=v.winner,
+        recommendation=recommendation,
+        why=v.why,
+        warnings=warnings,
+        reproducibility=repro,
+        ceilings=ceilings,
+        efficiencies=efficiencies,
+        search=search or {},
+        pick=v.pick,
+        delivery=delivery,
+        idle=idle,
+        predictions=predict.predict(
+            [g for g in full if not any(r.delivered_wrong for r in g.runs)]
+        ),
     )
 
 

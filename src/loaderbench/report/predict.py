@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING
 
 from loaderbench import keys
 
-if TYPE_CHECKING:  # analysis imports this module; the type is only an annotation here
-    from loaderbench.report.analysis import Group
+if TYPE_CHECKING:  # the type is only an annotation here
+    from loaderbench.report.rows import Group
 
 MODE, WORKERS = keys.MODE_PARAM, keys.WORKERS_PARAM
 

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from loaderbench import keys
-from loaderbench.report.analysis import REPEAT, WORKERS, Analysis, Group, RunRow
+from loaderbench.report.analysis import Analysis
 from loaderbench.report.predict import Prediction
+from loaderbench.report.rows import Group, RunRow
 
+WORKERS, REPEAT = keys.WORKERS_PARAM, keys.REPEAT_PARAM
 COLUMNS = {  # summary key -> (table header, display format); the table shows them in this order
     keys.SUMMARY_SAMPLES_PER_S: ("samples/s", ".0f"),
     keys.SUMMARY_PROJECTED: ("projected samples/s (probe)", ".0f"),

@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from loaderbench import keys, store
-from loaderbench.report.analysis import HISTORIES, RunRow
+from loaderbench.report.rows import HISTORIES, RunRow
 
 log = logging.getLogger(__name__)
 

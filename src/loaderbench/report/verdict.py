@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from loaderbench import keys
 
-if TYPE_CHECKING:  # analysis imports this module; the types are only annotations here
-    from loaderbench.report.analysis import Group, RunRow
+if TYPE_CHECKING:  # the types are only annotations here
+    from loaderbench.report.rows import Group, RunRow
 
 WORKERS = keys.WORKERS_PARAM
 

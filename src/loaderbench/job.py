@@ -1,0 +1,195 @@
+"""A job's measured work: ranks × a loop over a loader.
+
+:func:`build` makes, from the config alone, what one rank needs (device, datasets, loaders,
+model, optimizer), checking everything that can fail on bad input; :func:`train` runs the
+measured epochs over its loader; :func:`measure` is the one place where a job becomes
+processes and loaders. Today that is one rank, this process, over the DataLoaders
+:func:`build` made. Several ranks (each building its own dataset and loader from the config and
+running :func:`train` over its share, rank 0 recording) and other loader backends come in
+here, and nowhere else: :mod:`loaderbench.experiment` opens and records the run around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from loaderbench import exactly_once, keys, tracking
+from loaderbench.config import ConfigError
+from loaderbench.data import DatasetPair, LoaderPlan, build_loader, plan_loader
+from loaderbench.data.faults import (
+    LoaderFailure,
+    check_shared_memory,
+    explain_loader_error,
+    sample_bytes,
+)
+from loaderbench.data.iterable import first_sample, transformed
+from loaderbench.data.loader import close_loader, epoch_samples, fit_plan, set_epoch
+from loaderbench.data.pickling import check_picklable
+from loaderbench.devices import configure_determinism, resolve_device
+from loaderbench.loop import EpochRunner, Progress
+from loaderbench.models import build_model, check_model
+from loaderbench.stopping import stopped_with_workers
+from loaderbench.timing import EpochStats, epoch_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Setup:
+    """Everything a rank needs, built and validated before its run is opened."""
+
+    device: torch.device
+    plan: LoaderPlan
+    data: DatasetPair
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    train_loader: Any
+    val_loader: Any
+    mode: str
+    channels_last: bool
+    batch_bytes: int = 0  # one training batch, estimated from one sample (0: no workers)
+    delivery: list[str] = field(default_factory=list)  # epochs not delivered exactly once
+
+    def epoch_samples(self, epoch: int) -> int:
+        """The training samples due in ``epoch``, as the loader splits it."""
+        return epoch_samples(self.train_loader, epoch)
+
+
+def instantiate_dataset(cfg: DictConfig) -> DatasetPair:
+    options = OmegaConf.to_container(cfg.dataset, resolve=True)
+    options.pop("name", None)  # the option's label, recorded as a param; not an argument
+    try:
+        return instantiate(options)
+    except InstantiationException as exc:  # Hydra wraps the builder's own clear error
+        if isinstance(exc.__cause__, (ConfigError, LoaderFailure)):  # e.g. a bad sample
+            raise exc.__cause__ from None
+        raise
+
+
+def build(cfg: DictConfig) -> Setup:
+    """Device, data, loaders, model and optimizer from the config (checked: a value that cannot
+    work raises ConfigError naming it)."""
+    device = resolve_device(cfg.device.type)
+    plan = plan_loader(cfg.loader, device=device)
+    configure_determinism(cfg.trainer.deterministic, device)
+
+    seed = int(cfg.seed)
+    data = instantiate_dataset(cfg)
+    preset = instantiate(cfg.transforms)
+    train_set = transformed(data.train, preset.train, seed, random=getattr(preset, "random", True))
+    val_set = transformed(data.val, preset.val, seed, random=False)
+    fit_plan(plan, train_set)
+    context, workers = plan.effective["multiprocessing_context"], plan.num_workers
+    check_picklable({"train": train_set, "val": val_set}, context, workers)
+
+    # One sample, fetched here, sizes the batches workers will pass through /dev/shm and
+    # tells the model its input.
+    sample = first_sample(train_set)
+    batch_bytes = sample_bytes(sample) * plan.batch_size if plan.num_workers else 0
+    if warning := check_shared_memory(plan, batch_bytes):
+        log.warning("%s", warning)
+    det = bool(cfg.trainer.deterministic)
+
+    torch.manual_seed(seed)  # model initialisation: the same weights for every loader setting
+    spec = OmegaConf.to_container(cfg.model, resolve=True)
+    model, left_out = build_model(spec, num_classes=data.num_classes, input_shape=sample[0].shape)
+    model = model.to(device)
+    check_model(model, torch.stack([sample[0]] * 2), data.num_classes, device)
+    for key, why in left_out.items():  # recorded like a loader setting that was not used
+        plan.effective[f"model.{key}"], plan.reasons[f"model.{key}"] = None, why
+    optimizer = instantiate(cfg.optim)(model.parameters())
+    return Setup(
+        device=device,
+        plan=plan,
+        data=data,
+        model=model,
+        optimizer=optimizer,
+        train_loader=build_loader(train_set, plan, seed=seed, train=True, deterministic=det),
+        val_loader=build_loader(val_set, plan, seed=seed, train=False, deterministic=det),
+        batch_bytes=batch_bytes,
+        mode=cfg.bench.mode,
+        channels_last=bool(cfg.model.get("channels_last", False)),
+    )
+
+
+def data_stats(setup: Setup) -> dict[str, float]:
+    """What the dataset and loader say about themselves before the first epoch (``data/*``)."""
+    stats = {f"data/{k}": v for k, v in setup.data.stats.items()}
+    if (idle := getattr(setup.train_loader, "idle_workers", None)) is not None:
+        stats[keys.IDLE_WORKERS] = idle
+        if idle:
+            log.warning("%d of %d workers have no shard to read", idle, setup.plan.num_workers)
+    return stats
+
+
+def measure(cfg: DictConfig, setup: Setup, tracker: tracking.Tracker) -> list[EpochStats]:
+    """The job's measured epochs, their metrics to ``tracker``: one rank in this process, over
+    ``setup``'s loaders (see the module's docstring for what comes in here)."""
+    return train(setup, cfg, tracker)
+
+
+def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[EpochStats]:
+    """The measured epochs; metrics go to ``tracker`` once per epoch."""
+    s = setup
+    runner = EpochRunner(
+        s.mode,
+        s.model,
+        s.optimizer,
+        s.device,
+        s.train_loader,
+        s.val_loader,
+        channels_last=s.channels_last,
+        max_batches=cfg.bench.probe_batches,
+        sample_ids=len(s.data.train),
+    )
+    before_epoch = getattr(s.data.train, "before_epoch", None)
+    epochs: list[EpochStats] = []
+    for epoch in range(cfg.trainer.epochs):
+        set_epoch(s.train_loader, epoch)
+        if before_epoch is not None:
+            before_epoch(epoch)  # e.g. drop the files from the page cache: a really cold read
+        total = min(len(s.train_loader), cfg.bench.probe_batches or len(s.train_loader))
+        progress = Progress(total, f"epoch {epoch}", enabled=cfg.trainer.progress)
+        try:
+            stats = runner.run_epoch(
+                epoch, warmup_batches=cfg.bench.warmup_batches, progress=progress
+            )
+        except RuntimeError as exc:  # torch's raw words for a known fault: add cause and fix
+            if stop := stopped_with_workers(exc):  # not a fault: the job was stopped
+                raise stop from None
+            where = f"epoch {epoch}, after {progress.batches} batches had arrived"
+            if hint := explain_loader_error(exc, s.plan, s.batch_bytes, where):
+                raise LoaderFailure(hint) from exc
+            raise
+        finally:
+            progress.close()
+        tracker.log_metrics(epoch_metrics(stats), step=epoch)
+        # a probe cuts its epochs short: what it fetched is what was due
+        due = stats.samples if runner.max_batches else s.epoch_samples(epoch)
+        if problem := exactly_once.check(stats, due):
+            log.warning("not exactly once: %s", problem)
+            s.delivery.append(problem)
+        log.info(
+            "epoch %d: %.0f samples/s, waiting for data %.0f%% of the time%s%s",
+            epoch,
+            stats.samples_per_s,
+            100 * stats.data_wait_fraction,
+            f", train loss {stats.loss:.4f}" if s.mode == "train" else "",
+            f", val acc {stats.val_acc:.3f}" if not math.isnan(stats.val_acc) else "",
+        )
+        epochs.append(stats)
+    return epochs
+
+
+def close(setup: Setup) -> None:
+    """End the loaders' workers (a failed epoch must not keep them alive into the next job)."""
+    close_loader(setup.train_loader)
+    close_loader(setup.val_loader)
