@@ -4,17 +4,21 @@ sweep children as report rows."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import math
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 from types import ModuleType
 
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -39,6 +43,48 @@ def compose_config(overrides: list[str] = ()) -> DictConfig:
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
+
+
+def run_in_memory(cfg: DictConfig, launch=None, *, finite: bool = False):
+    """Run one job with an in-memory tracker, assert it FINISHED (and, with ``finite``, that
+    every metric it logged is a finite number); return the tracker."""
+    from loaderbench import tracking
+    from loaderbench.experiment import Launch, run
+
+    tracker = tracking.InMemoryTracker()
+    run(cfg, tracker=tracker, launch=launch or Launch())
+    assert tracker.status == "FINISHED"
+    if finite:
+        for key, values in tracker.metrics.items():
+            assert all(math.isfinite(v) for _, v in values), key
+    return tracker
+
+
+def loader_batches(cfg: DictConfig, epochs: int = 2) -> list[tuple]:
+    """Every training batch a job's loader delivers over ``epochs`` epochs, as the measured loop
+    would get them: what training sees, at a fraction of training's cost."""
+    from loaderbench.data.loader import close_loader, set_epoch
+    from loaderbench.experiment import prepare
+
+    setup = prepare(cfg)
+    try:
+        batches = []
+        for epoch in range(epochs):
+            set_epoch(setup.train_loader, epoch)
+            batches += [tuple(batch) for batch in setup.train_loader]
+        return batches
+    finally:
+        close_loader(setup.train_loader)
+        close_loader(setup.val_loader)
+
+
+def same_batches(a: list[tuple], b: list[tuple]) -> bool:
+    """Bit for bit: the same tensors (values, dtypes, shapes) in the same order."""
+    return len(a) == len(b) and all(
+        len(x) == len(y)
+        and all(torch.equal(u, v) and u.dtype == v.dtype for u, v in zip(x, y, strict=True))
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 def load_script(name: str) -> ModuleType:
@@ -173,6 +219,58 @@ class MlflowServer:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=30)
         self.proc = None
+
+
+class Cut:
+    """A TCP relay on 127.0.0.1 in front of a real server: ``cut()`` closes its port and every
+    connection through it, so clients find the server gone; ``mend()`` opens the same port
+    again. Cheaper than stopping the server and starting it anew (~8 s for mlflow server)."""
+
+    def __init__(self, target_port: int):
+        self.target, self.port = target_port, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._listener: socket.socket | None = None
+        self._open: list[socket.socket] = []
+
+    def mend(self) -> Cut:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def cut(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(OSError):  # wakes the accept() blocked on it (Linux)
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # cut
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            self._open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
 
 
 def still_running(pids) -> list[int]:

@@ -4,7 +4,6 @@ clear line naming the class, the index or the attribute, and the fix."""
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 
 import pytest
@@ -16,6 +15,7 @@ from loaderbench.data.custom import make_custom
 from loaderbench.data.pickling import find_unpicklable
 from loaderbench.data.samples import SampleError
 from loaderbench.experiment import run
+from tests.helpers import run_in_memory
 
 USER = "tests.user_datasets"
 CUSTOM = ["dataset=custom", "dataset.size=null", "dataset.val_size=null", "dataset.image_size=16"]
@@ -25,24 +25,16 @@ def custom(small_cfg, target: str, *overrides: str):
     return small_cfg(*CUSTOM, f"dataset.target={USER}.{target}", *overrides)
 
 
-def _run(cfg) -> tracking.InMemoryTracker:
-    tracker = tracking.InMemoryTracker()
-    run(cfg, tracker=tracker)
-    assert tracker.status == "FINISHED"
-    for key, values in tracker.metrics.items():
-        assert all(math.isfinite(v) for _, v in values), key
-    return tracker
-
-
 def _history(t: tracking.InMemoryTracker) -> dict[str, list]:
     return {k: t.metrics[k] for k in (keys.LOSS_TRAIN, keys.ACC_VAL)}
 
 
 def test_a_user_dataset_trains_identically_with_and_without_workers(small_cfg):
     same = ("Tensors", "transforms=augment", "trainer.epochs=2")
-    w0 = _run(custom(small_cfg, *same))
-    w2 = _run(
-        custom(small_cfg, *same, "loader.num_workers=2", "loader.multiprocessing_context=fork")
+    w0 = run_in_memory(custom(small_cfg, *same), finite=True)
+    w2 = run_in_memory(
+        custom(small_cfg, *same, "loader.num_workers=2", "loader.multiprocessing_context=fork"),
+        finite=True,
     )
     # 96 samples, 20% held out by the seed: 77 to train, 19 to validate.
     assert (w0.params["data.train_size"], w0.params["data.val_size"]) == (77, 19)
@@ -52,7 +44,7 @@ def test_a_user_dataset_trains_identically_with_and_without_workers(small_cfg):
 
 
 def test_validation_from_a_second_call_and_dict_samples(small_cfg):
-    t = _run(
+    t = run_in_memory(
         custom(
             small_cfg,
             "Dicts",
@@ -60,19 +52,22 @@ def test_validation_from_a_second_call_and_dict_samples(small_cfg):
             "dataset.label_key=target",
             "+dataset.val_kwargs.n=30",  # the same class, called with n=30 for validation
             "dataset.size=64",  # the first 64 of 96
-        )
+        ),
+        finite=True,
     )
     assert (t.params["data.train_size"], t.params["data.val_size"]) == (64, 30)
 
 
 def test_a_function_can_be_the_target(small_cfg):
-    t = _run(custom(small_cfg, "tensors_split", "+dataset.val_kwargs.split=val"))
+    t = run_in_memory(
+        custom(small_cfg, "tensors_split", "+dataset.val_kwargs.split=val"), finite=True
+    )
     assert (t.params["data.train_size"], t.params["data.val_size"]) == (96, 48)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_an_iterable_dataset_runs_and_its_unused_shuffle_is_recorded(small_cfg, workers):
-    t = _run(
+    t = run_in_memory(
         custom(
             small_cfg,
             "Stream",
@@ -81,7 +76,8 @@ def test_an_iterable_dataset_runs_and_its_unused_shuffle_is_recorded(small_cfg, 
             "+dataset.val_kwargs.n=32",
             f"loader.num_workers={workers}",
             "transforms=augment",
-        )
+        ),
+        finite=True,
     )
     samples = t.last(keys.SAMPLES_PER_S) * t.last(keys.EPOCH_S)
     assert samples == pytest.approx(96)  # round-robin split between workers: each once
@@ -94,14 +90,15 @@ def test_an_iterable_dataset_runs_and_its_unused_shuffle_is_recorded(small_cfg, 
 def test_a_stream_not_split_between_workers_is_counted_and_flagged(small_cfg):
     """A stream names no samples, so the count is what can be checked: 2 workers that each
     yield the whole stream deliver it twice."""
-    t = _run(
+    t = run_in_memory(
         custom(
             small_cfg,
             "Stream",
             "+dataset.kwargs.split=false",
             f"dataset.val_target={USER}.Stream",
             "loader.num_workers=2",
-        )
+        ),
+        finite=True,
     )
     assert (t.last(keys.SAMPLES_SEEN), t.last(keys.DUPLICATE_SAMPLES)) == (192, 96)
     assert t.last(keys.MISSING_SAMPLES) == 0
@@ -116,14 +113,14 @@ def test_an_iterable_dataset_without_len_needs_a_size(small_cfg):
         ConfigError,
         match=r"dataset\.size=None: Stream is an IterableDataset without __len__; pass dataset\.size=N",
     ):
-        _run(cfg)
+        run_in_memory(cfg, finite=True)
 
 
 def test_an_iterable_dataset_cannot_be_split_by_fraction(small_cfg):
     with pytest.raises(
         ConfigError, match=r"dataset\.val_target=None: Stream is an IterableDataset"
     ):
-        _run(custom(small_cfg, "Stream"))
+        run_in_memory(custom(small_cfg, "Stream"), finite=True)
 
 
 def test_an_empty_stream_is_one_clear_error():
@@ -144,7 +141,7 @@ def test_an_open_file_under_spawn_is_one_line_naming_the_attribute(small_cfg, tm
     assert "lazily" in line  # the fix
     assert tracker.status is None  # before the run opened: nothing recorded
     # Under fork the dataset is inherited, not pickled: the same dataset runs.
-    _run(custom(small_cfg, *args, "loader.multiprocessing_context=fork"))
+    run_in_memory(custom(small_cfg, *args, "loader.multiprocessing_context=fork"), finite=True)
 
 
 def test_a_lambda_under_forkserver_is_named(small_cfg):
@@ -221,7 +218,7 @@ def test_a_bad_target_is_one_clear_error(target, message):
 
 
 def test_torchvision_resnet18_trains_on_shapes(small_cfg):
-    t = _run(small_cfg("model=torchvision", "model.name=resnet18"))
+    t = run_in_memory(small_cfg("model=torchvision", "model.name=resnet18"), finite=True)
     assert t.params["model.name"] == "resnet18"
     assert keys.SUMMARY_VAL_ACC in t.metrics and keys.LOSS_TRAIN in t.metrics
 
@@ -235,7 +232,7 @@ def test_an_unknown_torchvision_name_suggests_the_close_ones(small_cfg):
 
 def test_a_user_model_gets_classes_and_input_shape_and_unused_keys_are_recorded(small_cfg):
     # model._target_ over the default small_cnn option: its `width` is not Net's argument.
-    t = _run(small_cfg(f"model._target_={USER}.Net", "+model.hidden=8"))
+    t = run_in_memory(small_cfg(f"model._target_={USER}.Net", "+model.hidden=8"), finite=True)
     assert t.params[f"{keys.MODEL_EFFECTIVE_PREFIX}width"] is None
     assert t.tags[f"{keys.MODEL_EFFECTIVE_PREFIX}width.reason"] == "Net takes no width"
     assert t.params["model.hidden"] == 8

@@ -84,7 +84,8 @@ class Flags(Dataset):
 
 
 def test_spawned_workers_get_the_runs_determinism_and_sharing_strategy():
-    p = plan(num_workers=2, multiprocessing_context="spawn", sharing_strategy="file_system")
+    # One spawned worker checks it: a second one costs another torch import (~4 s here).
+    p = plan(num_workers=1, multiprocessing_context="spawn", sharing_strategy="file_system")
     loader = build_loader(TransformedDataset(Flags(), None, 0), p, seed=0, deterministic=True)
     try:
         flags = torch.cat([batch[0] for batch in loader])
@@ -108,9 +109,11 @@ def test_a_stall_past_the_timeout_says_what_to_raise(tmp_path):
     overrides = [
         "dataset=imagefolder",
         f"dataset.root={_folder(tmp_path / 'imgs')}",
-        "dataset.read_latency_ms=3000",  # every read takes 3 s: the worker stalls
+        # Every read takes 1 s (the main process reads one sample to size the batches): the
+        # worker stalls past the timeout on its first batch.
+        "dataset.read_latency_ms=1000",
         "loader.num_workers=1",
-        "loader.timeout=0.5",
+        "loader.timeout=0.25",
         "loader.batch_size=2",
         "bench.mode=loader_only",
         "trainer.epochs=1",
@@ -119,7 +122,7 @@ def test_a_stall_past_the_timeout_says_what_to_raise(tmp_path):
     ]
     with pytest.raises(
         LoaderFailure,
-        match=r"epoch 0, after 0 batches had arrived\) took longer than loader.timeout=0.5 s",
+        match=r"epoch 0, after 0 batches had arrived\) took longer than loader.timeout=0.25 s",
     ):
         run(compose_config(overrides))
 

@@ -18,6 +18,7 @@ from loaderbench.config import ConfigError
 from loaderbench.data import DatasetPair
 from loaderbench.data.shapes import make_shapes
 from loaderbench.experiment import run
+from tests.helpers import run_in_memory
 
 TRAIN_SIZE, VAL_SIZE, BATCH = 256, 64, 32  # as helpers.SMALL
 MODEL_KEYS = ("loss/", "acc/", "summary/val_acc", "summary/train_loss")
@@ -47,13 +48,6 @@ def counting_shapes(**kwargs) -> DatasetPair:
     return pair
 
 
-def _run(cfg) -> tracking.InMemoryTracker:
-    tracker = tracking.InMemoryTracker()
-    run(cfg, tracker=tracker)
-    assert tracker.status == "FINISHED"
-    return tracker
-
-
 def _finite(tracker: tracking.InMemoryTracker) -> None:
     for key, values in tracker.metrics.items():
         assert all(math.isfinite(v) for _, v in values), key
@@ -74,7 +68,7 @@ def test_each_mode_reads_what_it_claims_and_logs_its_keys(small_cfg, mode, train
         "loader.num_workers=0",  # the counter lives in this process
         "dataset._target_=tests.test_modes.counting_shapes",
     )
-    t = _run(cfg)
+    t = run_in_memory(cfg)
     # + 1: before the run, prepare() reads training sample 0 once: its shape is the model's
     # input, and the model is checked on it.
     assert (READS["train"], READS["val"]) == (train_reads + 1, val_reads)
@@ -102,7 +96,7 @@ def test_each_mode_reads_what_it_claims_and_logs_its_keys(small_cfg, mode, train
 
 
 def test_warmup_batches_are_recorded_and_excluded(small_cfg):
-    t = _run(small_cfg("bench.warmup_batches=2"))
+    t = run_in_memory(small_cfg("bench.warmup_batches=2"))
     assert t.last(keys.SUMMARY_WARMUP_BATCHES) == 2
     assert t.last(keys.WARMUP_S) > 0  # some time passed: a fact, not a threshold
     assert t.last(keys.WARMUP_S) < t.last(keys.EPOCH_S)  # 2 of 8 batches
@@ -123,7 +117,7 @@ def test_repeat_is_appendable_and_logged_as_a_param(small_cfg):
     # command line must compose although the bench group has a dataclass schema.
     cfg = small_cfg("+bench.repeat=1", "bench.mode=loader_only")
     assert cfg.bench.repeat == 1
-    t = _run(cfg)
+    t = run_in_memory(cfg)
     assert t.params["bench.repeat"] == 1
 
 
@@ -137,7 +131,7 @@ def test_a_probe_reads_n_batches_an_epoch_and_projects(small_cfg, mode):
         "loader.num_workers=0",
         "dataset._target_=tests.test_modes.counting_shapes",
     )
-    t = _run(cfg)
+    t = run_in_memory(cfg)
     val_reads = 2 * VAL_SIZE if mode == "train" else 0  # 2 val batches: fewer than 4
     assert (READS["train"], READS["val"]) == (2 * 4 * BATCH + 1, val_reads)  # + prepare()'s
     assert [s for s, _ in t.metrics[keys.SAMPLES_PER_S]] == [0, 1]

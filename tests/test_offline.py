@@ -13,7 +13,7 @@ import pytest
 
 from loaderbench import keys, offline, store
 from loaderbench.tracking import MlflowTracker
-from tests.helpers import ROOT, MlflowServer, free_port
+from tests.helpers import ROOT, Cut, MlflowServer, free_port
 
 
 def _journal(uri: str) -> offline.Journal:
@@ -72,27 +72,27 @@ def test_a_refused_connection_counts_as_unreachable_and_a_bad_request_does_not(
 
 
 def test_the_tracker_keeps_the_run_when_the_server_stops_answering(tmp_path, monkeypatch):
-    """In process, against a real server: stopped after the run began, still away at its end."""
+    """In process, against a real server: cut off after the run began, still away at its end."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     server = MlflowServer(tmp_path / "server").start()
+    relay = Cut(server.port).mend()
     try:
-        tracker = MlflowTracker(server.url, "offline", offline_dir=tmp_path / keys.OFFLINE_DIR)
+        tracker = MlflowTracker(relay.url, "offline", offline_dir=tmp_path / keys.OFFLINE_DIR)
         tracker.start(run_name="w0", params={"loader.num_workers": 0}, tags={})
         tracker.log_metrics({keys.SAMPLES_PER_S: 100.0}, step=0)
-    finally:
-        server.stop()
-    tracker.log_metrics({keys.SAMPLES_PER_S: 120.0}, step=1)
-    tracker.end("FINISHED")
-    assert tracker.unreachable and tracker.offline_record.exists()
-    assert "python -m loaderbench.offline" in tracker.where()
-    server.start()
-    try:
+        relay.cut()
+        tracker.log_metrics({keys.SAMPLES_PER_S: 120.0}, step=1)
+        tracker.end("FINISHED")
+        assert tracker.unreachable and tracker.offline_record.exists()
+        assert "python -m loaderbench.offline" in tracker.where()
+        relay.mend()
         assert offline.upload(tracker.offline_dir) == [tracker.run_id]  # the same run
-        client = store.open_store(server.url)
+        client = store.open_store(relay.url)
         assert client.get_run(tracker.run_id).info.status == "FINISHED"
         history = store.metric_history(client, tracker.run_id, keys.SAMPLES_PER_S)
         assert history == {0: [100.0], 1: [120.0]}  # nothing twice, nothing lost
     finally:
+        relay.cut()
         server.stop()
 
 

@@ -4,6 +4,7 @@ themselves are tested in memory in test_report_analysis.py."""
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ from tests.helpers import ERROR, SUMMARY, basic_sweep, child, load_script, trace
 
 
 @pytest.fixture(scope="module")
-def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    # One database for the module: the first use of a SQLite store runs its migrations (~seconds).
-    return f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db"
+def store_uri(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> str:
+    # One database for the module (a copy of the migrated template), one experiment per test.
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture

@@ -14,10 +14,18 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from loaderbench import keys, store, tracking
+from loaderbench import keys, store
 from loaderbench.experiment import Launch, run
 from loaderbench.reproduce import ENV_TAGS, REPRODUCES_TAG, ReproduceError, compare_env, reproduce
-from tests.helpers import ROOT, SMALL, compose_config, load_script
+from tests.helpers import (
+    ROOT,
+    SMALL,
+    compose_config,
+    load_script,
+    loader_batches,
+    run_in_memory,
+    same_batches,
+)
 
 # 4 batches of 32 per epoch: two for each of two workers. Colour jitter costs ~5 ms per image.
 AUGMENT = ("transforms=augment", "trainer.epochs=2", "dataset.size=128", "dataset.val_size=32")
@@ -25,9 +33,7 @@ HISTORIES = ("loss/train", "acc/val")
 
 
 def histories(cfg) -> dict[str, list[tuple[int | None, float]]]:
-    tracker = tracking.InMemoryTracker()
-    run(cfg, tracker=tracker, launch=Launch())
-    assert tracker.status == "FINISHED"
+    tracker = run_in_memory(cfg)
     return {key: tracker.metrics[key] for key in HISTORIES}
 
 
@@ -39,22 +45,36 @@ def reference() -> dict[str, list[tuple[int | None, float]]]:
     return found
 
 
+@pytest.fixture(scope="module")
+def reference_batches() -> list[tuple]:
+    """What num_workers=0 delivers over both epochs: images, labels and ids."""
+    return loader_batches(compose_config([*SMALL, "mlflow.enabled=false", *AUGMENT]))
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
         ["loader.num_workers=2", "loader.multiprocessing_context=fork"],
-        # persistent: the workers are spawned once, not per epoch (a spawn costs seconds here)
+        # One spawned worker checks the start method (a spawn costs seconds here); persistent:
+        # it is spawned once, not per epoch.
         [
-            "loader.num_workers=2",
+            "loader.num_workers=1",
             "loader.multiprocessing_context=spawn",
             "loader.persistent_workers=true",
         ],
         ["loader.num_workers=2", "loader.persistent_workers=true", "loader.prefetch_factor=4"],
     ],
-    ids=["w2-fork", "w2-spawn-persist", "w2-persist-pf4"],
+    ids=["w2-fork", "w1-spawn-persist", "w2-persist-pf4"],
 )
-def test_loader_settings_do_not_change_losses(small_cfg, reference, overrides):
-    assert histories(small_cfg(*AUGMENT, *overrides)) == reference
+def test_loader_settings_do_not_change_the_batches(small_cfg, reference_batches, overrides):
+    """Training sees what the loader delivers: the same batches, bit for bit, in the same order
+    (the same model and seed then train the same; the slow sweep test trains both ways)."""
+    assert same_batches(loader_batches(small_cfg(*AUGMENT, *overrides)), reference_batches)
+
+
+def test_another_seed_changes_the_batches(small_cfg, reference_batches):
+    """Negative control: the comparison above can fail."""
+    assert not same_batches(loader_batches(small_cfg(*AUGMENT, "seed=1")), reference_batches)
 
 
 def test_same_config_twice_gives_identical_metrics(small_cfg, reference):

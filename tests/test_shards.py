@@ -16,8 +16,7 @@ from loaderbench.data import TransformedDataset, plan_loader
 from loaderbench.data.loader import build_loader, close_loader, set_epoch
 from loaderbench.data.shards import make_shards
 from loaderbench.data.tarshards import open_stream
-from loaderbench.experiment import Launch, run
-from tests.helpers import SMALL, compose_config, load_script
+from tests.helpers import SMALL, compose_config, load_script, run_in_memory
 
 SIZE = 96  # 5 shards: 4 of 20 samples and a short one of 16
 TINY_SHARDS = dict(size=SIZE, val_size=24, image_size=16, per_shard=20, shuffle_buffer=8, seed=0)
@@ -40,10 +39,7 @@ def cache(tmp_path_factory) -> Path:
 
 
 def record(small_cfg, cache: Path, *overrides: str) -> tracking.InMemoryTracker:
-    tracker = tracking.InMemoryTracker()
-    run(small_cfg(*RUN, f"dataset.cache_dir={cache}", *overrides), tracker=tracker, launch=Launch())
-    assert tracker.status == "FINISHED"
-    return tracker
+    return run_in_memory(small_cfg(*RUN, f"dataset.cache_dir={cache}", *overrides))
 
 
 @pytest.fixture(scope="module")
