@@ -30,8 +30,10 @@ JOB_ID_TAG = (
 )
 EFFECTIVE_PREFIX = "effective."  # params effective.<knob>, tags effective.<knob>.reason
 ENV_PREFIX = "env."
+VERSION_TAG = "env.loaderbench"  # every run: loaderbench.__version__
 # What bit-exactness depends on: other versions or another CPU may round differently.
 ENV_TAGS = (
+    VERSION_TAG,
     "env.torch",
     "env.torchvision",
     "env.numpy",
