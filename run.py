@@ -1,21 +1,9 @@
-"""loaderbench: which DataLoader settings make training fastest here? See README.md."""
+"""loaderbench from a checkout: ``python run.py`` is the ``loaderbench`` command over this
+checkout's conf/ (see src/loaderbench/main.py). README.md says what it measures."""
 
-import hydra
-from omegaconf import DictConfig
+from pathlib import Path
 
-from loaderbench.config import register_configs
+if __name__ == "__main__":  # a spawned worker imports the main module again: run nothing there
+    from loaderbench.main import main
 
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float:
-    from loaderbench.cli import run_job  # deferred: keeps spawned workers' re-import cheap
-
-    return run_job(cfg)
-
-
-if __name__ == "__main__":
-    from loaderbench.cli import main as guarded
-
-    guarded(main)  # a stop signal ends the command with one line, never a traceback
+    main(config_dir=Path(__file__).resolve().parent / "conf")

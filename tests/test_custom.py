@@ -250,7 +250,7 @@ def test_the_example_package_and_its_config_files_through_the_search_path(tmp_pa
     from loaderbench.experiment import prepare
     from tests.helpers import ROOT, SMALL, compose_config
 
-    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "mypkg"))
     from mypkg import make_data
 
     make_data.main(["--out", str(tmp_path), "--count", "40", "--val-count", "10"])

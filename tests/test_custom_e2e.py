@@ -3,6 +3,7 @@ in a subprocess as a user types them, recorded in a real SQLite store."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -25,7 +26,8 @@ EXAMPLE = [
 @pytest.fixture
 def packed(tmp_path, monkeypatch):
     """The example's own files, written by its own script; its package on PYTHONPATH."""
-    monkeypatch.setenv("PYTHONPATH", str(ROOT / "examples"))
+    paths = [str(ROOT / "examples" / "mypkg"), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
     out = tmp_path / "packed"
     cmd = [sys.executable, "-m", "mypkg.make_data", "--out", str(out), "--count", "160"]
     subprocess.run([*cmd, "--val-count", "48"], check=True, cwd=ROOT)

@@ -30,6 +30,7 @@ JOB_ID_TAG = (
 )
 EFFECTIVE_PREFIX = "effective."  # params effective.<knob>, tags effective.<knob>.reason
 ENV_PREFIX = "env."
+VERSION_TAG = "env.loaderbench"  # every run: loaderbench.__version__
 # What bit-exactness depends on: other versions or another CPU may round differently.
 ENV_TAGS = (
     "env.torch",
@@ -39,6 +40,7 @@ ENV_TAGS = (
     "env.cpu_model",
     "env.torch_threads",
     "env.git_sha",
+    VERSION_TAG,  # an installed package has no git_sha: its version is what says which code
 )
 
 # Experiment tags the MLflow UI reads: the kind (so the UI opens on training runs, not GenAI

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from loaderbench import __version__, keys
 from loaderbench.devices import cpu_model, device_name
 
 PACKAGES = {
@@ -23,7 +24,6 @@ PACKAGES = {
     "mlflow": "mlflow",
     "numpy": "numpy",
     "pillow": "pillow",
-    "loaderbench": "loaderbench",
 }
 
 
@@ -36,9 +36,17 @@ def _version(dist: str) -> str:
 
 @cache
 def git_revision() -> str:
-    """The commit of loaderbench's own checkout, ``-dirty`` when it has local changes."""
+    """The commit of loaderbench's own checkout, ``-dirty`` when it has local changes; "unknown"
+    for an installed package, which may sit inside the user's own repository (a .venv in their
+    project): that repository's commit says nothing about this code."""
     here = Path(__file__).resolve().parent
     try:
+        subprocess.run(
+            ["git", "-C", str(here), "ls-files", "--error-unmatch", Path(__file__).name],
+            capture_output=True,
+            check=True,
+            timeout=10,
+        )
         sha = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "HEAD"],
             capture_output=True,
@@ -68,6 +76,7 @@ def cpu_cores() -> int:
 def env_tags(device: torch.device) -> dict[str, str]:
     tags = {f"env.{name}": _version(dist) for name, dist in PACKAGES.items()}
     tags |= {
+        keys.VERSION_TAG: __version__,  # the code that ran, not the metadata of some install
         "env.python": platform.python_version(),
         "env.platform": platform.platform(),
         "env.cpu_count": str(os.cpu_count()),

@@ -5,11 +5,20 @@ accuracies. It is only made for the same software on the same machine, so differ
 tags are reported as warnings next to the verdict; throughput is listed for information (it is
 a measurement, never expected to repeat exactly). A sweep parent reproduces each FINISHED child
 as a standalone run; every new run carries ``loaderbench.reproduces`` = the original's id.
+
+    python -m loaderbench.reproduce RUN_ID                      # in the default store
+    python -m loaderbench.reproduce RUN_ID --tracking-uri URI   # e.g. sqlite:///path/mlflow.db
+
+prints "match" or the differing per-epoch values. Exit status: 0 when every per-epoch loss and
+accuracy is bit-identical, 1 on any difference, 2 when the run cannot be reproduced at all.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,3 +157,34 @@ def reproduce(run_id: str, tracking_uri: str) -> list[Comparison]:
         raise ReproduceError(f"sweep {run_id} has no FINISHED runs to reproduce")
     log.info("sweep %s: reproducing %d runs", run_id, len(children))
     return [reproduce_run(client, child, tracking_uri) for child in children]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loaderbench.reproduce",
+        description="Re-run a recorded run (or every finished run of a sweep) and check that its "
+        "losses repeat exactly.",
+    )
+    parser.add_argument("run_id", help="a run id, or a sweep's parent run id")
+    parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or outputs/mlflow.db")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # config.yaml reads
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        uri = store.resolve_tracking_uri(args.tracking_uri, os.getcwd())
+        comparisons = reproduce(args.run_id, uri)
+    except (ReproduceError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for comparison in comparisons:
+        print("\n".join(comparison.lines()))
+    matched = sum(c.matched for c in comparisons)
+    if len(comparisons) > 1:
+        print(f"{matched} of {len(comparisons)} runs reproduced exactly")
+    print("match" if matched == len(comparisons) else "mismatch")
+    return 0 if matched == len(comparisons) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
