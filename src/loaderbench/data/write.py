@@ -1,5 +1,6 @@
-"""Write the procedural shapes dataset to disk as an image folder (``scripts/make_imagefolder.py``)
-or as tar shards (``scripts/make_shards.py``, which also shards any image folder).
+"""Write the procedural shapes dataset to disk as an image folder
+(``python -m loaderbench.make_imagefolder``) or as tar shards (``python -m
+loaderbench.make_shards``, which also shards any image folder).
 
 The pixels are those of ``dataset=shapes`` with the same size, classes and seed (before JPEG
 compression), so ``dataset=imagefolder`` or ``dataset=shapes`` on the result differs from the
@@ -8,7 +9,6 @@ default workload only by reading and decoding files.
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import io
 import os
@@ -25,9 +25,10 @@ import torch
 from PIL import Image
 
 from loaderbench.config import ConfigError
-from loaderbench.data.imagefiles import read_bytes
+from loaderbench.data.imagefolder import make_imagefolder
 from loaderbench.data.shapes import SHAPES, ShapesDataset
-from loaderbench.data.tarshards import write_shard
+from loaderbench.data.shards.tar import write_shard
+from loaderbench.data.storage import read_bytes
 
 FORMATS = {"jpeg": ("JPEG", ".jpg"), "png": ("PNG", ".png")}
 
@@ -252,8 +253,6 @@ def shard_imagefolder(
     """Any image folder (``dataset=imagefolder``'s layouts, every file checked) as shards. The
     files' bytes are stored as they are, in an order shuffled by ``seed``: a folder is sorted by
     class, and a shuffle buffer cannot mix classes that sit in different shards."""
-    from loaderbench.data.imagefolder import make_imagefolder
-
     pair = make_imagefolder(root=root, val_fraction=val_fraction, seed=seed)
     out = _prepare(out, overwrite)
     t0 = time.perf_counter()
@@ -267,22 +266,3 @@ def shard_imagefolder(
     results = _run(_file_shard, tasks["train"] + tasks["val"], workers)
     samples = {"train": len(pair.train), "val": len(pair.val)}
     return _summary(out, tasks, samples, results, t0, list(pair.train.classes))
-
-
-def add_shapes_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
-    """The shapes writers' options, for ``scripts/make_imagefolder.py`` and ``make_shards.py``;
-    :func:`shapes_arguments` reads them back as keyword arguments."""
-    add = parser.add_argument
-    add("--count", type=int, default=4096, help=f"{prefix}training images (4096)")
-    add("--val-count", type=int, default=1024, help=f"{prefix}validation images (1024)")
-    add("--image-size", type=int, default=64, help=f"{prefix}pixels per side (64)")
-    add("--classes", type=int, default=6, help=f"{prefix}2..{len(SHAPES)} shapes (6)")
-    add("--format", choices=sorted(FORMATS), default="jpeg", help=f"{prefix}(jpeg)")
-    add("--quality", type=int, default=90, help=f"{prefix}JPEG quality 1..100 (90)")
-
-
-def shapes_arguments(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(
-        count=args.count, val_count=args.val_count, image_size=args.image_size,
-        num_classes=args.classes, image_format=args.format, quality=args.quality,
-    )  # fmt: skip
