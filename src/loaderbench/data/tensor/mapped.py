@@ -32,9 +32,9 @@ import torch
 from torch.utils.data import Dataset
 
 from loaderbench.config import ConfigError
-from loaderbench.data.pair import DatasetPair, generated_fingerprint
+from loaderbench.data.pair import DatasetPair
 from loaderbench.data.storage import GB, StoredFiles, check_disk
-from loaderbench.data.tensor.memory import class_offsets, tensor_bytes
+from loaderbench.data.tensor.memory import class_offsets, tensor_bytes, tensor_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +166,6 @@ def make_mapped(
 ) -> DatasetPair:  # fmt: skip
     """``make_tensor`` with ``storage=mmap``: your ``path``, or the generated file (written
     once into ``cache_dir``)."""
-    params = dict(
-        size=size, val_size=val_size, image_size=image_size, classes=num_classes, seed=seed
-    )
     if path:
         labels, fingerprint = open_user_file(path, labels_path, size=size, val_size=val_size)
         if (top := int(labels[: size + val_size].max())) >= num_classes:
@@ -177,7 +174,9 @@ def make_mapped(
                 f"dataset.num_classes={top + 1}"
             )
     else:
-        fingerprint = generated_fingerprint("tensor", **params)  # the same numbers as in memory
+        fingerprint = tensor_fingerprint(
+            size=size, val_size=val_size, image_size=image_size, num_classes=num_classes, seed=seed
+        )
         path = os.path.join(cache_dir, f"{fingerprint}.npy")
         if not os.path.isfile(path):
             need = tensor_bytes(size + val_size, image_size)

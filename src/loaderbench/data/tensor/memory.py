@@ -28,6 +28,16 @@ MEMORY_FRACTION = 0.8  # of the available memory the tensors may take; the rest 
 CLASS_OFFSET_SCALE = 0.5  # std of the per-class, per-channel mean offsets (noise std is 1)
 
 
+def tensor_fingerprint(
+    *, size: int, val_size: int, image_size: int, num_classes: int, seed: int
+) -> str:
+    """The generated tensor's fingerprint, in memory or mapped: the same numbers either way."""
+    return generated_fingerprint(
+        "tensor", size=size, val_size=val_size, image_size=image_size, classes=num_classes,
+        seed=seed,
+    )  # fmt: skip
+
+
 def tensor_bytes(n: int, image_size: int) -> int:
     """Bytes of ``n`` float32 images 3×image_size×image_size plus their int64 labels."""
     return n * (3 * image_size * image_size * 4 + 8)
@@ -84,13 +94,11 @@ def make_in_memory(
         labels = torch.randint(num_classes, (n,), generator=g)
         splits.append(TensorDataset(_images(n, labels, offsets, image_size, g), labels))
     log.info("generated %d + %d tensor images (%.2f GB)", size, val_size, need / GB)
-    params = dict(
-        size=size, val_size=val_size, image_size=image_size, classes=num_classes, seed=seed
-    )
+    sizes = dict(size=size, val_size=val_size, image_size=image_size, num_classes=num_classes)
     return DatasetPair(
         train=splits[0],
         val=splits[1],
         num_classes=num_classes,
-        fingerprint=generated_fingerprint("tensor", **params),
+        fingerprint=tensor_fingerprint(**sizes, seed=seed),
         stats={"memory_gb": need / GB},
     )
