@@ -10,8 +10,8 @@ from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
 from loaderbench.config import ConfigError
+from loaderbench.data.imagefolder.write import write_imagefolder
 from loaderbench.data.loader import close_loader
-from loaderbench.data.write import write_imagefolder
 from loaderbench.experiment import prepare
 from tests.helpers import CONF, SMALL, compose_config
 

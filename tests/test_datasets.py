@@ -25,10 +25,10 @@ from loaderbench.data import TransformedDataset, build_loader, plan_loader
 from loaderbench.data.decode import DecoderWarnings, decode_pil, decode_torchvision
 from loaderbench.data.fake import make_fake
 from loaderbench.data.imagefolder import UnreadableImageError, make_imagefolder
+from loaderbench.data.imagefolder.write import write_imagefolder
 from loaderbench.data.loader import close_loader
 from loaderbench.data.shapes import SHAPES, ShapesDataset
 from loaderbench.data.tensor import make_tensor, tensor_bytes
-from loaderbench.data.write import write_imagefolder
 from loaderbench.make_imagefolder import main as make_imagefolder_main
 from tests.helpers import compose_config, load_script
 

@@ -194,7 +194,7 @@ def test_a_size_for_your_own_shards_is_refused(tmp_path, cache):
 
 def test_make_shards_script_shards_an_image_folder_as_it_is(tmp_path, capsys):
     from loaderbench.data.imagefolder import make_imagefolder
-    from loaderbench.data.write import write_imagefolder
+    from loaderbench.data.imagefolder.write import write_imagefolder
 
     write_imagefolder(str(tmp_path / "images"), count=30, val_count=9, image_size=16, seed=0)
     script = load_script("make_shards")

@@ -15,8 +15,8 @@ import sys
 from typing import Any
 
 from loaderbench.config import ConfigError
+from loaderbench.data.imagefolder.write import FORMATS, write_imagefolder
 from loaderbench.data.shapes import SHAPES
-from loaderbench.data.write import FORMATS, write_imagefolder
 
 
 def add_shapes_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:

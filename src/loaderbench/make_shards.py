@@ -18,7 +18,7 @@ import logging
 import sys
 
 from loaderbench.config import ConfigError
-from loaderbench.data.write import shard_imagefolder, write_shards
+from loaderbench.data.shards.write import shard_imagefolder, write_shards
 from loaderbench.make_imagefolder import add_shapes_arguments, shapes_arguments, write_error
 
 

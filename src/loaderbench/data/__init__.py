@@ -7,8 +7,7 @@ returns a :class:`DatasetPair`. Shared by them: :mod:`.decode` (image bytes to t
 ``dataset.*`` value checks), :mod:`.seeding` (per-sample randomness, each split with its
 transform). Around the loader: :mod:`.loader`, the one door from ``loader.*`` to what yields
 batches; :mod:`.preflight` (checks before the loader starts: pickling into spawned workers,
-/dev/shm); :mod:`.faults` (loader failures explained). :mod:`.write` writes the shapes to disk
-as an image folder or tar shards.
+/dev/shm); :mod:`.faults` (loader failures explained).
 """
 
 from loaderbench.data.faults import LoaderFailure, explain_loader_error

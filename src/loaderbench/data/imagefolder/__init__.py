@@ -4,9 +4,10 @@ Layout: ``root/train/<class>/**/*.jpg`` plus ``root/val/<class>/...``, or ``root
 split by ``val_fraction`` per class (stratified; which files go to val is a pure function of
 ``seed``). Classes are the sorted folder names of the train split; labels are their indices.
 The files are found by :mod:`.scan`, checked by :mod:`.check`, read by :mod:`.dataset`, with
-the decoders of :mod:`loaderbench.data.decode`; :func:`make_imagefolder` (:mod:`.build`) is the
-``_target_`` of ``conf/dataset/imagefolder.yaml``. Should torchvision raise on a file PIL
-accepted, that file falls back to PIL with a warning.
+the decoders of :mod:`loaderbench.data.decode`; :mod:`.write` writes the shapes as a folder;
+:func:`make_imagefolder` (:mod:`.build`) is the ``_target_`` of
+``conf/dataset/imagefolder.yaml``. Should torchvision raise on a file PIL accepted, that file
+falls back to PIL with a warning.
 
 Bad files are found when the dataset is built, before a run is recorded, so the dataset's
 length is fixed before any DataLoader exists and every loader setting sees the same samples.
@@ -37,6 +38,7 @@ from loaderbench.data.imagefolder.build import (
     make_imagefolder,
 )
 from loaderbench.data.imagefolder.dataset import ImageFolderDataset, UnreadableImageError
+from loaderbench.data.imagefolder.write import write_imagefolder
 
 __all__ = [
     "ImageFolderDataset",
@@ -44,4 +46,5 @@ __all__ = [
     "UnreadableImageError",
     "build_imagefolder",
     "make_imagefolder",
+    "write_imagefolder",
 ]

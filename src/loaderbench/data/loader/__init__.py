@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from torch.utils.data import Dataset
 
-from loaderbench.data.loader import dataloader
+from loaderbench.data.loader.dataloader import build as build_dataloader
 from loaderbench.data.loader.plan import (
     TORCH_DEFAULT_PREFETCH,
     TORCH_DEFAULT_SHARING,
@@ -46,7 +46,7 @@ class Batches(Protocol):
 
 
 # backend name -> build(dataset, plan, *, seed, train, deterministic)
-BACKENDS: dict[str, Callable[..., Batches]] = {"dataloader": dataloader.build}
+BACKENDS: dict[str, Callable[..., Batches]] = {"dataloader": build_dataloader}
 DEFAULT_BACKEND = "dataloader"
 
 

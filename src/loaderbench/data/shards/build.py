@@ -32,6 +32,7 @@ from loaderbench.data.decode import DECODERS
 from loaderbench.data.pair import DatasetPair
 from loaderbench.data.shards.dataset import ShardSet
 from loaderbench.data.shards.tar import Shard, scan_shard
+from loaderbench.data.shards.write import write_shards
 from loaderbench.data.storage import check_storage
 from loaderbench.data.validate import check_choice, check_count, check_sizes, fail
 
@@ -54,8 +55,6 @@ def _validate(
 
 def _generated_root(cache_dir: str, **params: Any) -> str:
     """The cache folder of the shapes written as shards with ``params``, written if absent."""
-    from loaderbench.data.write import write_shards  # here: write imports this package
-
     ident = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
     root = os.path.join(cache_dir, "shards-" + hashlib.sha256(ident.encode()).hexdigest()[:12])
     if os.path.isdir(root):
