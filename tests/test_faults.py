@@ -9,13 +9,8 @@ from torch.utils.data import Dataset
 
 from loaderbench.config import ConfigError, LoaderConfig
 from loaderbench.data import TransformedDataset, build_loader, plan_loader
-from loaderbench.data.faults import (
-    LoaderFailure,
-    check_shared_memory,
-    explain_loader_error,
-    sample_bytes,
-    shm_free_bytes,
-)
+from loaderbench.data.faults import LoaderFailure, explain_loader_error
+from loaderbench.data.preflight import check_shared_memory, sample_bytes, shm_free_bytes
 from loaderbench.experiment import Launch, run
 from tests.helpers import compose_config
 
