@@ -30,8 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2.functional import pil_to_tensor, to_dtype
 
 DECODERS = ("pil", "torchvision")  # the values of dataset.decoder
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png"})  # what both read: names end .<one>, any case
@@ -40,6 +38,8 @@ _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
 def decode_pil(data: bytes | bytearray) -> torch.Tensor:
     """PIL decode to a uint8 RGB tensor 3×H×W (alpha dropped, 16-bit scaled to 8)."""
+    from torchvision.transforms.v2.functional import pil_to_tensor  # see decode_torchvision
+
     with Image.open(io.BytesIO(data)) as img:
         if img.mode in _SIXTEEN_BIT_MODES:
             # convert("RGB") would clip 16-bit values at 255; keep the high byte like torchvision.
@@ -50,6 +50,11 @@ def decode_pil(data: bytes | bytearray) -> torch.Tensor:
 
 def decode_torchvision(data: bytes | bytearray) -> torch.Tensor:
     """torchvision.io decode to a uint8 RGB tensor 3×H×W (alpha dropped, 16-bit scaled to 8)."""
+    # Imported here: ``import torchvision`` costs ~1.2 s (its models import torch._dynamo), and
+    # every spawned worker of a dataset that decodes nothing would pay it at start-up.
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2.functional import to_dtype
+
     buffer = torch.frombuffer(
         data if isinstance(data, bytearray) else bytearray(data), dtype=torch.uint8
     )
