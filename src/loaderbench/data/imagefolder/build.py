@@ -47,7 +47,7 @@ class ImageFolderOptions:
         if root in _MISSING:
             raise ConfigError(
                 "dataset.root is required: pass dataset.root=/path/to/images (class folders, or "
-                "train/ and val/ of class folders); scripts/make_imagefolder.py writes one"
+                "train/ and val/ of class folders); python -m loaderbench.make_imagefolder writes one"
             )
         path = os.path.abspath(os.path.expanduser(str(root)))
         if not os.path.isdir(path):

@@ -74,7 +74,7 @@ def scan_classes(root: str, splits: dict[str, str]) -> ClassScan:
     if not classes:
         raise ConfigError(
             f"{splits[first]}: no class folders; expected <class>/<image>.jpg|.png under it "
-            "(scripts/make_imagefolder.py writes an example)"
+            "(python -m loaderbench.make_imagefolder writes an example)"
         )
     scan = ClassScan(classes=classes, per_class={})
     for split, split_dir in splits.items():

@@ -88,7 +88,7 @@ def _scan_split(root: str, split: str, given: Any) -> list[Shard]:
         what = "has no .tar shard" if os.path.isdir(folder) else "does not exist"
         raise ConfigError(
             f"dataset.root={given}: {folder} {what}; shards go in train/ and val/ "
-            "(python scripts/make_shards.py --out DIR writes them)"
+            "(python -m loaderbench.make_shards --out DIR writes them)"
         )
     return [scan_shard(p) for p in paths]
 

@@ -65,7 +65,7 @@ def scan_shard(path: str) -> Shard:
             what = "an image (.jpg, .jpeg, .png)" if image is None else "a label (.cls)"
             raise ConfigError(
                 f"{path}: sample {key!r} has no {what}; each sample needs both (WebDataset "
-                "layout: KEY.jpg + KEY.cls). scripts/make_shards.py writes such shards"
+                "layout: KEY.jpg + KEY.cls). python -m loaderbench.make_shards writes such shards"
             )
         offsets.append(image[0])
         sizes.append(image[1])
