@@ -108,6 +108,8 @@ LOSS_TRAIN, ACC_TRAIN, LOSS_VAL, ACC_VAL = "loss/train", "acc/train", "loss/val"
 SAMPLES_SEEN = "data/samples_seen"  # samples delivered, repeats included
 DUPLICATE_SAMPLES = "data/duplicate_samples"  # deliveries beyond a sample's first
 MISSING_SAMPLES = "data/missing_samples"  # samples never delivered (drop_last's tail included)
+# With ranks: samples repeated to even out the ranks' shares (expected, not duplicates).
+PADDED_SAMPLES = "data/padded_samples"
 
 # --- once per run ---------------------------------------------------------------------------
 SUMMARY_SAMPLES_PER_S = "summary/samples_per_s"
