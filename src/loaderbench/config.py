@@ -41,11 +41,18 @@ class TrainerConfig:
     # Bit-identical results for a seed on CPU; on CUDA it costs speed, so it is a knob.
     deterministic: bool = True
     progress: bool = True  # a bar per epoch, only when stderr is a terminal
+    # DDP ranks of the job on this machine, one process each (torch's elastic launcher; gloo on
+    # a CPU, nccl on CUDA with a device per rank). loader.batch_size is per rank.
+    ranks: int = 1
 
     @staticmethod
     def check(t: Any) -> None:
         if t.epochs < 1:
             raise ConfigError(f"trainer.epochs={t.epochs}: must be at least 1")
+        if t.ranks < 1:
+            raise ConfigError(
+                f"trainer.ranks={t.ranks}: must be at least 1 (1: the job in one process)"
+            )
 
 
 @dataclass

@@ -125,6 +125,10 @@ SUMMARY_WALL = "summary/wall_s"
 SUMMARY_WARMUP_BATCHES = "summary/warmup_batches"
 # A probe's (bench.probe_batches) throughput projected to full epochs: what the tuner ranks.
 SUMMARY_PROJECTED = "summary/projected_samples_per_s"
+# Multi-rank runs (trainer.ranks > 1): each rank's stall per epoch, and the rank that waited most.
+RANK_DATA_WAIT_FRACTION = "rank/{}/data_wait_fraction"  # .format(rank)
+SUMMARY_SLOWEST_RANK = "summary/slowest_rank"
+RANKS_PARAM = "trainer.ranks"
 SETUP_S = "time/setup_s"  # validation, dataset, model and loaders, before the first epoch
 PEAK_RSS = "memory/peak_rss_mb"
 PEAK_PSS = "memory/peak_pss_mb"

@@ -20,6 +20,7 @@ _SHORT = {
     "prefetch_factor": "pf",
     "repeat": "r",
     "probe_batches": "probe",
+    "ranks": "ddp",  # ``r`` already means a repeat
 }
 _FLAGS = {"pin_memory": "pin", "persistent_workers": "persist", "drop_last": "droplast"}
 
@@ -45,7 +46,8 @@ def run_name(
     at null (torch's default, e.g. no prefetch_factor at num_workers=0). A swept config group
     is named by the option Hydra chose (``choices``, from ``hydra.runtime.choices``:
     ``loader=article_w8_spawn`` gives ``article_w8_spawn``), else by its node's ``name``. A
-    single run: the worker count and any loader knob set away from torch's default.
+    single run: the worker count, any loader knob set away from torch's default, and the
+    ranks when there are several (``w2-ddp4``).
     """
     if swept is None:
         lc, default = cfg.loader, LoaderConfig()
@@ -60,6 +62,8 @@ def run_name(
             )
             if lc.get(k) != getattr(default, k)
         ]
+        if OmegaConf.select(cfg, "trainer.ranks", default=1) != 1:
+            swept.append("trainer.ranks")
     parts = []
     for key in swept:
         value = OmegaConf.select(cfg, key, default=None)
