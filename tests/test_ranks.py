@@ -140,3 +140,108 @@ def test_shard_streams_keep_the_rank_they_were_built_in(tmp_path):
     # what a spawned worker plans, with no process group of its own: its rank's half
     assert [s.plan().streams for s in streams] == [[[0], [2]], [[1], [3]]]
     assert sum(s.plan().delivered for s in streams) == 40
+
+
+# --- the ranks' figures as the job's, and the checks before any rank starts -------------------
+
+
+def rank_epoch(rank: int, samples: int, epoch_s: float, wait_s: float, loss: float, val_acc: float):
+    from loaderbench.ranks.merge import RankEpoch
+
+    stats = EpochStats(epoch=0, samples=samples, batches=samples // 8, epoch_s=epoch_s,
+                       data_wait_s=wait_s, first_batch_s=0.1 * (rank + 1), loss=loss, acc=0.5,
+                       val_loss=1.0, val_acc=val_acc, samples_seen=2 * samples,
+                       duplicate_samples=0, missing_samples=0, padded_samples=1)  # fmt: skip
+    stats.marks = [(epoch_s / 2, samples // 2), (epoch_s, samples)]
+    return RankEpoch(rank, stats, due=samples, val_samples=10 + rank)
+
+
+def test_the_job_is_all_ranks_samples_over_rank_0s_epoch():
+    from loaderbench.ranks.merge import merge, rank_metrics, slowest_rank
+
+    reports = [rank_epoch(0, 64, 2.0, 0.5, 1.0, 0.5), rank_epoch(1, 64, 2.5, 1.5, 2.0, 0.25)]
+    job = merge(reports)
+    assert job.samples == 128 and job.epoch_s == 2.0 and job.samples_per_s == 64
+    assert job.loss == 1.5 and job.data_wait_s == 1.0 and job.first_batch_s == 0.2
+    assert job.val_acc == pytest.approx((10 * 0.5 + 11 * 0.25) / 21)
+    assert (job.samples_seen, job.padded_samples) == (128, 1)  # summed already: rank 0's
+    assert job.marks[-1] == (2.0, 128)
+    assert rank_metrics(reports) == {"rank/0/data_wait_fraction": 0.25,
+                                     "rank/1/data_wait_fraction": 0.6}  # fmt: skip
+    assert slowest_rank([reports, reports]) == 1
+
+
+def test_bad_ranks_are_one_line_naming_the_key(small_cfg):
+    from loaderbench.config import ConfigError
+    from loaderbench.experiment import prepare
+    from loaderbench.ranks.plan import plan_ranks
+
+    with pytest.raises(ConfigError, match=r"^trainer.ranks=0: must be at least 1"):
+        prepare(small_cfg("trainer.ranks=0"))
+    with pytest.raises(ConfigError, match=r"^trainer.ranks=2: device=mps has one device"):
+        plan_ranks(small_cfg("trainer.ranks=2"), torch.device("mps"), workers=0)
+
+
+def test_more_ranks_than_cuda_devices_is_refused(monkeypatch):
+    from loaderbench.config import ConfigError
+    from loaderbench.ranks.plan import plan_ranks
+    from tests.helpers import compose_config
+
+    cfg = compose_config(["trainer.ranks=3"])
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError, match=r"trainer.ranks=3: one rank per CUDA device, and torch "
+                       r"sees 2 here; trainer.ranks=2 at most"):  # fmt: skip
+        plan_ranks(cfg, torch.device("cuda"), workers=0)
+
+
+def test_a_slurm_job_must_give_each_rank_a_core(monkeypatch):
+    from loaderbench.config import ConfigError
+    from loaderbench.ranks import plan
+    from tests.helpers import compose_config
+
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setattr(plan, "cpu_cores", lambda: 2)
+    with pytest.raises(ConfigError, match="hydra.launcher.cpus_per_task=4"):
+        plan.plan_ranks(compose_config(["trainer.ranks=4"]), torch.device("cpu"), workers=0)
+
+
+def test_ranks_are_planned_and_recorded(monkeypatch):
+    from loaderbench.ranks import plan
+    from tests.helpers import compose_config
+
+    monkeypatch.setattr(plan, "cpu_cores", lambda: 16)
+    cfg = compose_config(["trainer.ranks=4", "loader.num_workers=2"])
+    ranks = plan.plan_ranks(cfg, torch.device("cpu"), workers=2)
+    assert ranks.effective() == {"ranks": 4, "dist_backend": "gloo", "torch_threads": 4}
+    assert ranks.warning is None  # 4 × (2 + 1) = 12 of 16
+    one = plan.plan_ranks(compose_config([]), torch.device("cpu"), workers=2)
+    assert one.effective() == {"ranks": 1, "dist_backend": None}
+
+
+def test_too_many_processes_for_the_cores_is_one_line_with_the_numbers():
+    from loaderbench import cores
+
+    line = cores.oversubscribed(2, 2, 2)
+    assert line.startswith("2 ranks × (2 workers + 1) = 6 processes on 2 usable cores")
+    assert "\n" not in line
+    assert cores.oversubscribed(4, 2, 16) is None
+    assert "loader threads share its process" in cores.oversubscribed(4, 8, 2, "threads")
+    assert (
+        cores.explain(2, 2, 2)
+        == "2 ranks × 2 workers on 2 cores: the workers take the ranks' cores"
+    )
+    assert cores.explain(2, 0, 2) == ""
+    per = cores.per_rank("DataLoader(dataset, num_workers=2)", 4, 2, 16)
+    assert per == "per rank: `DataLoader(dataset, num_workers=2)`; 4 ranks use 12 of 16 cores"
+    assert cores.rank_threads(None, 4, 16) == 4 and cores.rank_threads(3, 4, 16) == 3
+    assert cores.rank_threads(None, 4, 2) == 1
+
+
+def test_a_run_of_several_ranks_is_named_for_them():
+    from loaderbench.naming import run_name
+    from tests.helpers import compose_config
+
+    cfg = compose_config(["trainer.ranks=2", "loader.num_workers=1"])
+    assert run_name(cfg, ["trainer.ranks", "loader.num_workers"]) == "ddp2-w1"
+    assert run_name(cfg) == "w1-ddp2"
+    assert run_name(compose_config([])) == "w0"
