@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 SIGNALS_ENV = "TORCHELASTIC_SIGNALS_TO_HANDLE"
 # How long the agent waits for stopped ranks to join their workers before it kills them.
 SHUTDOWN_S = 30
+QUIET_LOGGERS = ("torch.distributed.elastic", "torch.multiprocessing")
 
 
 class RankFailed(RuntimeError):
@@ -151,13 +152,20 @@ def stop_handling_kept() -> Iterator[None]:
     main = threading.current_thread() is threading.main_thread()
     before = {s: signal.getsignal(s) for s in STOP_SIGNALS} if main else {}
     env = os.environ.get(SIGNALS_ENV)
-    elastic = logging.getLogger("torch.distributed.elastic")
-    level = elastic.level
-    elastic.setLevel(logging.CRITICAL)
+    # each of torch's elastic modules sets its own logger's level: quiet them one by one
+    quiet = [
+        logging.getLogger(name)
+        for name in list(logging.root.manager.loggerDict)
+        if name.startswith(QUIET_LOGGERS)
+    ]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        elastic.setLevel(level)
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
         for s, handler in before.items():
             signal.signal(s, handler)
         if env is None:

@@ -14,7 +14,9 @@ loader's workers and says so; either way it exits non-zero, and the launcher sto
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import signal
 import sys
 import time
 import traceback
@@ -35,7 +37,7 @@ from loaderbench.loop import EpochRunner
 from loaderbench.provenance import cpu_cores
 from loaderbench.ranks.merge import RankEpoch
 from loaderbench.ranks.plan import BACKENDS
-from loaderbench.stopping import install_signal_handlers, signal_name
+from loaderbench.stopping import STOP_SIGNALS, install_signal_handlers, signal_name
 from loaderbench.timing import EpochStats
 
 # What torch says once per rank: the job's own line about the cores comes from the launcher.
@@ -48,17 +50,29 @@ def main(config: dict[str, Any], results: Any) -> None:
     """The rank's entry: ``config`` is the job's resolved config, ``results`` the queue to the
     launching process."""
     rank = int(os.environ["RANK"])
+    # A spawned process defaults to spawn for its own children: the loader's workers start as
+    # the platform's default (fork on Linux), as in a single process and under torchrun.
+    multiprocessing.set_start_method(multiprocessing.get_all_start_methods()[0], force=True)
     install_signal_handlers()  # a stop signal raises here too, so the workers are joined
     logging.basicConfig(level=logging.ERROR, format=f"rank {rank}: %(message)s", force=True)
     warnings.filterwarnings("ignore", message=TORCH_CORES_WARNING)
     try:
         run(OmegaConf.create(config), rank, results)
     except KeyboardInterrupt as stop:  # the launcher's shutdown, or a signal to this rank only
+        _leaving()
         results.put(("stopped", rank, time.time(), signal_name(stop)))
         sys.exit(128 + getattr(stop, "signum", 2))
     except Exception as exc:
+        _leaving()
         results.put(("error", rank, time.time(), failure(exc)))
         sys.exit(1)
+
+
+def _leaving() -> None:
+    """On the way out, the loaders' workers are joined as the error's frames are freed: the
+    launcher's stop signal (it stops every rank once one fails) must not cut that short."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 def failure(exc: BaseException) -> dict[str, Any]:
