@@ -245,3 +245,42 @@ def test_a_run_of_several_ranks_is_named_for_them():
     assert run_name(cfg, ["trainer.ranks", "loader.num_workers"]) == "ddp2-w1"
     assert run_name(cfg) == "w1-ddp2"
     assert run_name(compose_config([])) == "w0"
+
+
+def test_the_report_names_the_setting_per_rank_and_why_the_cores_decide():
+    from loaderbench.report import render
+    from loaderbench.report.analysis import analyze
+    from tests.helpers import child
+
+    def run(name: str, sps: float, ranks: int, loss: list[float]):
+        params = {keys.RANKS_PARAM: str(ranks)}
+        row = child(name, sps, params=params, loss=loss, noise=0.01)
+        row.name = f"ddp{ranks}-{name}"
+        row.tags = {keys.CPU_AFFINITY_TAG: "2"}
+        return row
+
+    rows = [run("w0", 500, 1, [1.0]), run("w2", 400, 1, [1.0]),
+            run("w0", 600, 2, [2.0]), run("w2", 900, 2, [2.0])]  # fmt: skip
+    a = analyze("sweep", rows)
+    snippet = "DataLoader(dataset, num_workers=2, multiprocessing_context='fork')"
+    assert a.pick.runs[0].name == "ddp2-w2" and a.recommendation == snippet
+    assert a.verdict.endswith(f"Per rank: `{snippet}`; 2 ranks use 6 of 2 cores.")
+    assert a.reproducibility == "identical"  # compared within each number of ranks only
+    assert a.by_ranks == [
+        "1 rank: ddp1-w0 at 500 samples/s (`DataLoader(dataset)`)",
+        f"2 ranks: ddp2-w2 at 900 samples/s (per rank: `{snippet}`; 2 ranks use 6 of 2 cores)",
+    ]
+    assert "ddp2-w2: 2 ranks × 2 workers on 2 cores: the workers take the ranks' cores" in a.why
+    report = render.markdown(a)
+    assert f"# per rank (2 ranks use 6 of 2 cores)\n{snippet}" in report
+    assert "- 2 ranks: ddp2-w2" in report
+
+
+def test_tune_searches_workers_per_rank(monkeypatch):
+    from loaderbench import tune
+    from tests.helpers import compose_config
+
+    monkeypatch.setattr(tune, "cpu_cores", lambda: 16)
+    one = tune.build_space(compose_config(["sweep=tune"]), {}, accelerator=False)
+    four = tune.build_space(compose_config(["sweep=tune", "trainer.ranks=4"]), {}, False)
+    assert one.workers == list(range(33)) and four.workers == list(range(9))  # 0 to 2 × 16 / 4

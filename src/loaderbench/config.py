@@ -93,7 +93,7 @@ class TuneConfig:
     budget_s: float | None = None  # no new probe after this many wall seconds
     batch_size: bool = False  # also search batch_size (half, as given, double): changes training
     probe_batches: int = 20  # a probe's batches per epoch
-    max_workers: int | None = None  # null: 2 × the cores this process may use
+    max_workers: int | None = None  # null: 2 × the cores this process may use ÷ trainer.ranks
     contexts: list[str] | None = None  # null: every start method of the platform
     prefetch_factors: list[int] = field(default_factory=lambda: [2, 4])
     confirm_within: float = 0.1  # confirm the runner-up too when its probe is this close

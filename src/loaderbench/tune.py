@@ -2,7 +2,8 @@
 
 The knobs that leave training unchanged are nearly separable, and the search uses that:
 
-1. **workers**: every ``num_workers`` from 0 to ``tune.max_workers`` (2 × the cores), with the
+1. **workers**: every ``num_workers`` from 0 to ``tune.max_workers`` (2 × the cores, ÷ the ranks
+   with ``trainer.ranks=N``: workers per rank, as each rank builds its loader), with the
    cheapest start-up (fork where the platform has it, persistent workers when there is more
    than one epoch). The worker count sets the steady rate: how the loader's processes and the training
    step share the cores.
@@ -36,7 +37,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from loaderbench import keys, naming
 from loaderbench.config import ConfigError, TuneConfig
@@ -126,7 +127,9 @@ def build_space(config: DictConfig, pinned: dict[str, list[str]], accelerator: b
     (``loader.num_workers=0,2`` searches those two; ``loader.multiprocessing_context=spawn``
     fixes it)."""
     t = config.tune
-    max_workers = t.max_workers if t.max_workers is not None else 2 * cpu_cores()
+    # with ranks, each builds a loader: workers per rank, the cores shared by them all
+    ranks = max(int(OmegaConf.select(config, keys.RANKS_PARAM, default=1) or 1), 1)
+    max_workers = t.max_workers if t.max_workers is not None else 2 * cpu_cores() // ranks
     available = sorted(
         multiprocessing.get_all_start_methods(), key=lambda c: CHEAPEST_START.index(c)
     )
