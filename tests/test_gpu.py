@@ -39,3 +39,20 @@ def test_cuda_histories_are_identical_across_loader_settings():
     assert history("loader.num_workers=0") == history(
         "loader.num_workers=2", "loader.pin_memory=true"
     )
+
+
+def test_ranks_on_cuda_take_a_device_each_and_more_than_the_devices_are_refused():
+    from loaderbench.config import ConfigError
+    from loaderbench.experiment import prepare
+    from tests.helpers import run_in_memory
+
+    n = torch.cuda.device_count()
+    base = [*SMALL, "device=cuda", "mlflow.enabled=false"]
+    with pytest.raises(ConfigError, match=f"one rank per CUDA device, and torch sees {n} here"):
+        prepare(compose_config([*base, f"trainer.ranks={n + 1}"]))
+    if n < 2:
+        pytest.skip("one CUDA device: nccl takes one device per rank")
+    tracker = run_in_memory(compose_config([*base, "trainer.ranks=2", "loader.num_workers=1"]))
+    assert tracker.params["effective.dist_backend"] == "nccl"
+    assert tracker.tags[keys.EXACTLY_ONCE_TAG] == keys.EXACTLY_ONCE_OK
+    assert math.isfinite(tracker.last(keys.SUMMARY_VAL_ACC))
