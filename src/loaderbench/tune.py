@@ -12,6 +12,15 @@ The knobs that leave training unchanged are nearly separable, and the search use
    paid.
 3. **prefetch**: the other ``tune.prefetch_factors`` for the fastest so far (the queue depth).
 
+With ``tune.torch_threads=true`` a **threads** stage comes after the workers: every thread count
+of the step (1, 2, 4, .. the cores) for the fastest setting, and with as many workers as the
+cores that count leaves (fewer threads give the workers cores of their own).
+
+In ``bench.mode=emulated`` the question is another: the fewest workers that keep the step fed
+(:mod:`loaderbench.feeding`). The workers stage then counts up and stops at the first probe
+that is fed; the full runs confirm it and the count below it, which starved (or, when none
+was fed, the fastest probe); the report's fed verdict decides among them.
+
 Each of those trials is a *probe*: the user's own job with ``bench.probe_batches`` batches an
 epoch (and at most as many validation batches), ranked by its throughput projected to full epochs
 (:func:`loaderbench.timing.projected_samples_per_s`: start-up as measured, the rest at the
@@ -83,6 +92,7 @@ class Trial:
     candidate: Candidate
     probe: bool
     value: float = math.nan  # projected samples/s of a probe, summary samples/s of a full run
+    fed: bool | None = None  # an emulated step's verdict (None in the other modes)
 
     @property
     def ok(self) -> bool:
@@ -98,6 +108,7 @@ class Search:
     trials: int | None = None
     budget_s: float | None = None
     confirm_within: float = 0.1
+    goal: str = "fastest"  # or "fed": the fewest workers that keep an emulated step fed
     done: list[Trial] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
@@ -148,7 +159,32 @@ class Search:
             best = s.best(workers=True)
             return [replace(best.candidate, prefetch=pf) for pf in sp.prefetch] if best else []
 
-        return [("workers", workers), ("start-up", startup), ("prefetch", prefetch)]
+        def threads(s: Search) -> list[Candidate]:
+            best = s.fewest_fed() if s.goal == "fed" else None
+            if (best := best or s.best()) is None:
+                return []
+            c = best.candidate
+            fill = [  # as many workers as the cores a thread count leaves
+                replace(sp.baseline(sp.cores - t, c.batch_size), torch_threads=t)
+                for t in sp.torch_threads
+                if t is not None and sp.cores - t in sp.workers
+            ]
+            return [*(replace(c, torch_threads=t) for t in sp.torch_threads), *fill]
+
+        tuned = [("threads", threads)] if len(sp.torch_threads) > 1 else []
+        if self.goal == "fed":
+            return [("workers", workers), *tuned]
+        return [("workers", workers), *tuned, ("start-up", startup), ("prefetch", prefetch)]
+
+    def enough(self, stage: str) -> bool:
+        """Whether ``stage`` may stop before its last candidate: counting workers up for an
+        emulated step, the first fed probe is the answer."""
+        last = self.done[-1] if self.done else None
+        return self.goal == "fed" and stage == "workers" and bool(last and last.fed)
+
+    def fewest_fed(self) -> Trial | None:
+        fed = [t for t in self.done if t.probe and t.ok and t.fed]
+        return min(fed, key=lambda t: (t.candidate.workers, -t.value), default=None)
 
     def to_confirm(self) -> list[Candidate]:
         """The full runs that decide: the best probe, the runner-up when its projection is
@@ -158,6 +194,8 @@ class Search:
         ranked = sorted((t for t in self.done if t.probe and t.ok), key=lambda t: -t.value)
         if not ranked:
             return []
+        if self.goal == "fed":
+            return self._confirm_fed(ranked)
         best = ranked[0]
         picks = [best.candidate]
         if len(ranked) > 1 and ranked[1].value >= best.value * (1 - self.confirm_within):
@@ -167,6 +205,14 @@ class Search:
             picks.append(other.candidate)
         return list(dict.fromkeys(picks))
 
+    def _confirm_fed(self, ranked: list[Trial]) -> list[Candidate]:
+        """The fewest workers fed and the fastest probe with fewer (it starved); the fastest
+        probe when none was fed."""
+        if (fewest := self.fewest_fed()) is None:
+            return [ranked[0].candidate]
+        below = [t for t in ranked if t.candidate.workers < fewest.candidate.workers]
+        return [fewest.candidate, *(t.candidate for t in below[:1])]
+
 
 def tuned_keys(config: DictConfig) -> list[str]:
     """The keys a tune sweep varies, for the children's names and the parent's params."""
@@ -175,6 +221,8 @@ def tuned_keys(config: DictConfig) -> list[str]:
         out.append(PIN)
     if config.tune.batch_size:
         out.append(BATCH)
+    if config.tune.get("torch_threads"):
+        out.append(THREADS)
     return [*out, keys.PROBE_PARAM]
 
 

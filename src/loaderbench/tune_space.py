@@ -4,8 +4,9 @@ The search over it is :mod:`loaderbench.tune`'s."""
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig
@@ -31,10 +32,11 @@ class Candidate:
     prefetch: int | None = None
     pin: bool | None = None  # None: not tuned (no accelerator), the config's own value
     batch_size: int | None = None  # None: not tuned, the config's own value
+    torch_threads: int | None = None  # None: not tuned, the config's own value
 
     def settings(self) -> dict[str, Any]:
         """The knobs this candidate sets: the worker knobs only with workers (torch ignores
-        them without), pinning and batch size only when they are tuned."""
+        them without), pinning, batch size and the step's threads only when they are tuned."""
         out: dict[str, Any] = {WORKERS: self.workers}
         if self.workers:
             out |= {CONTEXT: self.context, PERSISTENT: self.persistent, PREFETCH: self.prefetch}
@@ -42,6 +44,8 @@ class Candidate:
             out[PIN] = self.pin
         if self.batch_size is not None:
             out[BATCH] = self.batch_size
+        if self.torch_threads is not None:
+            out[THREADS] = self.torch_threads
         return out
 
     @property
@@ -60,11 +64,15 @@ class Space:
     prefetch: list[int]
     pin: list[bool | None]
     batch_sizes: list[int | None]
+    torch_threads: list[int | None] = field(default_factory=lambda: [None])
+    cores: int = 1  # the cores the trials may use (how many a thread count leaves to workers)
 
     def baseline(self, workers: int, batch_size: int | None = None) -> Candidate:
-        """The cheapest start-up for ``workers``: first context, persistent if it matters."""
+        """The cheapest start-up for ``workers``: first context, persistent if it matters; the
+        most threads tried (torch's default is one a core)."""
+        threads = self.torch_threads[-1]
         if workers == 0:
-            return Candidate(0, pin=self.pin[-1], batch_size=batch_size)
+            return Candidate(0, pin=self.pin[-1], batch_size=batch_size, torch_threads=threads)
         return Candidate(
             workers,
             self.contexts[0],
@@ -72,22 +80,23 @@ class Space:
             self.prefetch[0],
             self.pin[-1],
             batch_size,
+            threads,
         )
 
     def grid(self) -> list[Candidate]:
         """Every distinct setting (num_workers=0 once per batch size and pinning: the worker
         knobs do nothing there): what an exhaustive sweep would run."""
         out = []
-        for bs in self.batch_sizes:
+        for bs, tt in itertools.product(self.batch_sizes, self.torch_threads):
             for pin in self.pin:
                 for w in self.workers:
                     if w == 0:
-                        out.append(Candidate(0, pin=pin, batch_size=bs))
+                        out.append(Candidate(0, pin=pin, batch_size=bs, torch_threads=tt))
                         continue
                     for ctx in self.contexts:
                         for persistent in self.persistent:
                             for pf in self.prefetch:
-                                out.append(Candidate(w, ctx, persistent, pf, pin, bs))
+                                out.append(Candidate(w, ctx, persistent, pf, pin, bs, tt))
         return out
 
 
@@ -110,6 +119,8 @@ def build_space(config: DictConfig, pinned: dict[str, list[str]], accelerator: b
         prefetch=list(t.prefetch_factors) or [TORCH_DEFAULT_PREFETCH],
         pin=[False, True] if accelerator else [None],
         batch_sizes=sorted({max(bs // 2, 1), bs, bs * 2}) if t.batch_size else [None],
+        torch_threads=thread_counts(cpu_cores()) if t.get("torch_threads") else [None],
+        cores=cpu_cores(),
     )
     for key, values in pinned.items():
         field_name, cast = PINNABLE[key]
@@ -117,11 +128,16 @@ def build_space(config: DictConfig, pinned: dict[str, list[str]], accelerator: b
     return space
 
 
+def thread_counts(cores: int) -> list[int]:
+    """The step's thread counts ``tune.torch_threads=true`` tries: 1, 2, 4, ... and the cores."""
+    return sorted({2**i for i in range(cores.bit_length()) if 2**i <= cores} | {cores})
+
+
 def _bool(v: str) -> bool:
     return v.lower() == "true"
 
 
-def _prefetch(v: str) -> int | None:
+def _int_or_null(v: str) -> int | None:
     return None if v == "null" else int(v)  # null: torch's default
 
 
@@ -129,6 +145,7 @@ PINNABLE = {
     WORKERS: ("workers", int),
     CONTEXT: ("contexts", str),
     PERSISTENT: ("persistent", _bool),
-    PREFETCH: ("prefetch", _prefetch),
+    PREFETCH: ("prefetch", _int_or_null),
     PIN: ("pin", _bool),
+    THREADS: ("torch_threads", _int_or_null),
 }

@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # the type is only an annotation here
     from loaderbench.report.rows import Group
 
 MODE, WORKERS = keys.MODE_PARAM, keys.WORKERS_PARAM
-SETTING = (*LOADER_PROCESS_PARAMS, "loader.pin_memory")  # what the loader was set to
+# What the loader (and the CPU side of the loop) was set to; the rest sets the condition.
+SETTING = (*LOADER_PROCESS_PARAMS, "loader.pin_memory", keys.TORCH_THREADS_PARAM)
 
 
 def step_ms(g: Group) -> float:
@@ -91,8 +92,8 @@ class Condition:
     @property
     def phrase(self) -> str:
         """``a 20 ms step (step_sync=step)``, with any other key that sets the condition."""
-        other = [f"{k}={v}" for k, v in self.key if k not in (*keys.STEP_PARAMS, MODE)]
-        other = [o for o in other if not o.startswith(keys.STEP_SYNC_PARAM)]
+        skip = (*keys.STEP_PARAMS, keys.STEP_SYNC_PARAM, MODE, keys.PROBE_PARAM)
+        other = [f"{k}={v}" for k, v in self.key if k not in skip]
         extra = "".join(f", {o}" for o in other)
         return f"a {self.step_ms:.3g} ms step (step_sync={sync(self.groups[0])}{extra})"
 
