@@ -175,22 +175,29 @@ class CpuStep:
 
 @cache
 def cycles_per_ms(index: int) -> float:
-    """``torch.cuda._sleep``'s cycles a millisecond on device ``index``: the clock rate (kHz,
-    which is cycles per ms), corrected by timing a 50 ms sleep with CUDA events three times (the
-    SMs may clock above or below the rate the device reports)."""
-    nominal = float(getattr(torch.cuda.get_device_properties(index), "clock_rate", 0) or 1e6)
-    rates = []
+    """``torch.cuda._sleep``'s cycles a millisecond on device ``index``: the clock rate it reports
+    (kHz, which is cycles per ms), corrected by timing sleeps of about 50 ms with CUDA events
+    (the SMs may clock above or below that rate; a sleep much shorter than 50 ms is re-sized
+    first, so launch overhead cannot skew the figure)."""
+    rate = float(getattr(torch.cuda.get_device_properties(index), "clock_rate", 0) or 1e6)
     with torch.cuda.device(index):
-        torch.cuda._sleep(int(nominal))  # the first launch also loads the kernel: not timed
-        for _ in range(3):
+        torch.cuda._sleep(int(rate))  # the first launch also loads the kernel: not timed
+        rates = []
+        for _ in range(5):
             start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+            cycles = int(50 * rate)
             start.record()
-            torch.cuda._sleep(int(50 * nominal))
+            torch.cuda._sleep(cycles)
             end.record()
             end.synchronize()
-            if (ms := start.elapsed_time(end)) > 0:
-                rates.append(50 * nominal / ms)
-    return statistics.median(rates) if rates else nominal
+            if (ms := start.elapsed_time(end)) <= 0:
+                continue
+            rate = cycles / ms
+            if ms >= 25:  # long enough that the figure is the clock's, not the launch's
+                rates.append(rate)
+            if len(rates) == 3:
+                break
+    return statistics.median(rates) if rates else rate
 
 
 class CudaStep:
