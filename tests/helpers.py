@@ -8,6 +8,7 @@ import contextlib
 import importlib.util
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -179,8 +180,15 @@ class MlflowServer:
     served over HTTP; ``stop()`` ends it by pid, ``start()`` brings it back on the same port
     and store. ``ui=`` an existing store: ``mlflow ui`` on it instead, as a user runs it."""
 
-    def __init__(self, folder: Path, port: int | None = None, ui: str | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        port: int | None = None,
+        ui: str | None = None,
+        template: Path | None = None,
+    ):
         self.folder, self.port, self.ui = folder, port or free_port(), ui
+        self.template = template  # a migrated SQLite store to start from (saves ~2 s)
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
@@ -196,6 +204,8 @@ class MlflowServer:
 
     def start(self, timeout_s: float = 120) -> MlflowServer:
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self.template is not None and not (self.folder / "server.db").exists():
+            shutil.copy(self.template, self.folder / "server.db")
         self.proc = subprocess.Popen(
             self.command(),
             stdout=subprocess.DEVNULL,
