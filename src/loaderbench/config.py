@@ -80,8 +80,8 @@ class BenchConfig:
 
     @staticmethod
     def check(b: Any) -> None:
-        if b.mode not in keys.MODES:
-            raise ConfigError(f"bench.mode={b.mode}: choose one of {', '.join(keys.MODES)}")
+        if b.mode not in keys.ALL_MODES:
+            raise ConfigError(f"bench.mode={b.mode}: choose one of {', '.join(keys.ALL_MODES)}")
         BenchConfig.check_step(b)
         if b.warmup_batches < 0:
             raise ConfigError(f"bench.warmup_batches={b.warmup_batches}: must be 0 or more")

@@ -73,8 +73,8 @@ REPEAT_PARAM = "bench.repeat"
 PROBE_PARAM = "bench.probe_batches"  # set: the run is a tuner's probe, not a full run
 MODE_TRAIN = "train"
 MODE_EMULATED = "emulated"  # the loader feeds an emulated device step (loaderbench.emulated)
-CEILING_MODES = (MODE_TRAIN, "loader_only", "model_only")  # the real thing and its two ceilings
-MODES = (*CEILING_MODES, MODE_EMULATED)  # the values of bench.mode
+MODES = (MODE_TRAIN, "loader_only", "model_only")  # training and its two ceilings
+ALL_MODES = (*MODES, MODE_EMULATED)  # the values of bench.mode
 # What the emulated step is (bench.step_ms / step_per_sample_ms / step_from), and how the loop
 # waits for it: the conditions a loader is fed under, not loader settings.
 STEP_PARAMS = ("bench.step_ms", "bench.step_per_sample_ms", "bench.step_from")

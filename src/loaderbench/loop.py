@@ -225,8 +225,8 @@ class EpochRunner:
     _fetch_s: float = math.nan
 
     def __post_init__(self) -> None:
-        if self.mode not in keys.MODES:
-            raise ValueError(f"mode {self.mode!r}: choose one of {', '.join(keys.MODES)}")
+        if self.mode not in keys.ALL_MODES:
+            raise ValueError(f"mode {self.mode!r}: choose one of {', '.join(keys.ALL_MODES)}")
 
     def run_epoch(
         self, epoch: int, *, warmup_batches: int = 0, progress: Progress | None = None

@@ -210,8 +210,8 @@ def find_ceilings(groups: list[Group]) -> tuple[list[str], list[float]]:
     for g in groups:
         by_setting.setdefault(g.without(MODE), {})[g.runs[0].mode] = g
     lines, efficiencies = [], []
-    for modes in (m for m in by_setting.values() if set(keys.CEILING_MODES) <= m.keys()):
-        train, loader, model = (modes[m].median() for m in keys.CEILING_MODES)
+    for modes in (m for m in by_setting.values() if set(keys.MODES) <= m.keys()):
+        train, loader, model = (modes[m].median() for m in keys.MODES)
         if min(loader, model) <= 0:
             continue
         if loader < model:
