@@ -12,7 +12,8 @@ would (``python run.py``, MLflow on a SQLite store):
 2. one ``bench.mode=model_only`` run.
 Then ``loaderbench.report.predict`` predicts each setting's training throughput from the
 loader_only runs and the model_only run alone, and this prints predicted against measured per
-setting (the median error over the rounds, with its min–max) and the largest relative error.
+setting (the median error over the rounds, with its min–max) and the largest relative error;
+``report-<workload>-r<round>.md`` in ``--out`` is the sweep report over a round's sweeps together.
 Workloads:
 
 - ``jpeg``: decode-bound: the shapes as JPEG files (scripts/make_imagefolder.py), the augment
@@ -129,19 +130,23 @@ def _spread(errors: list[float]) -> str:
 def analyse(name: str, out: Path) -> list[tuple[str, list[float]]]:
     """Print predicted against measured per setting (medians over the rounds, the error's
     min..max); return (setting, errors) per setting."""
-    from loaderbench.report.analysis import group_repeats, varied_params
+    from loaderbench.report.analysis import analyze, group_repeats, varied_params
     from loaderbench.report.predict import predict, predict_emulated
+    from loaderbench.report.render import markdown
 
     rounds = _rounds(name, out)
     if not rounds:
         print(f"{name}: nothing recorded in {out}")
         return []
     by: dict[str, list] = {}
-    for rows in rounds.values():
+    for rnd, rows in rounds.items():
         groups = group_repeats(rows, [k for k in varied_params(rows) if k != "bench.repeat"])
         preds = predict_emulated(groups) if name == "emulated" else predict(groups)
         for p in preds:
             by.setdefault(p.setting, []).append(p)
+        # the report over the round's sweeps together: its prediction table has both sides
+        report = out / f"report-{name}-r{rnd}.md"
+        report.write_text(markdown(analyze(f"{name}, round {rnd}", rows)) + "\n", encoding="utf-8")
     print(f"\n{name}: {len(rounds)} round(s); samples/s predicted and measured (medians)")
     if name == "emulated":
         return _print_emulated(by)
