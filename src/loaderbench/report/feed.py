@@ -7,8 +7,9 @@ loader was set to (workers, start method, persistence, prefetch, pinning). A gro
 starved by :func:`loaderbench.feeding.is_fed` on its median wait per step. The answer is the
 fewest-workers setting fed under every condition tried (``loaderbench.winner``: its run under
 the hardest condition, or ``none``). The ceiling comes from the fastest delivery measured:
-starved settings deliver at the loader's rate (at ``num_workers=0`` with ``step_sync=step``
-loading and the step take turns, so T is taken off), and so do ``loader_only`` runs.
+starved settings deliver at the loader's rate, a batch every T + their steady wait (the wait
+alone at ``num_workers=0`` with ``step_sync=step``, where loading and the step take turns),
+and ``loader_only`` runs at their steady rate.
 """
 
 from __future__ import annotations
@@ -67,15 +68,16 @@ def _name(g: Group) -> str:
 
 
 def delivery_ms(g: Group) -> float:
-    """The loader's time per batch this group shows (see the module)."""
+    """The loader's time per batch this group shows (see the module): a starved step's period,
+    T plus its steady wait (the wait alone at num_workers=0 with step_sync=step, where loading
+    and the step take turns); a loader_only run's steady time per batch."""
+    if g.runs[0].mode == keys.MODE_EMULATED:
+        w0 = g.runs[0].params.get(WORKERS) == "0"
+        return wait_ms(g) + (0.0 if w0 and sync(g) == "step" else step_ms(g))
     sps = g.median(keys.SUMMARY_STEADY)
     if not sps > 0:
         sps = g.median()
-    period = 1e3 * int(g.runs[0].params.get(keys.BATCH_SIZE_PARAM, "1")) / sps
-    w0 = g.runs[0].params.get(WORKERS) == "0"
-    if g.runs[0].mode == keys.MODE_EMULATED and w0 and sync(g) == "step":
-        period -= step_ms(g)
-    return period
+    return 1e3 * int(g.runs[0].params.get(keys.BATCH_SIZE_PARAM, "1")) / sps
 
 
 @dataclass
