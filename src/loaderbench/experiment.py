@@ -80,12 +80,13 @@ def _check_required(cfg: DictConfig) -> None:
         raise ConfigError(f"{exc.full_key} must be set: pass {exc.full_key}=...") from None
 
 
-def prepare(cfg: DictConfig) -> Setup:
+def prepare(cfg: DictConfig, launch_dir: str | None = None) -> Setup:
     """Check the config (every value set, every range) and build device, data, loaders, model
-    and optimizer (:func:`loaderbench.job.build`)."""
+    and optimizer (:func:`loaderbench.job.build`; ``launch_dir``: where a relative tracking
+    store lies, default the current directory)."""
     _check_required(cfg)
     config.check(cfg)
-    return job.build(cfg)
+    return job.build(cfg, launch_dir)
 
 
 def run(
@@ -110,7 +111,7 @@ def run(
     setup: Setup | None = None
     try:
         t0 = time.perf_counter()
-        setup = prepare(cfg)
+        setup = prepare(cfg, launch.launch_dir)
         setup_s = time.perf_counter() - t0
         record.open(setup)
         if stats := job.data_stats(setup):
