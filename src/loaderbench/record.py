@@ -22,6 +22,8 @@ from loaderbench.devices import device_label
 from loaderbench.provenance import env_tags, scheduler_job_id
 from loaderbench.stopping import signal_name, signals_held
 from loaderbench.timing import EpochStats, projected_samples_per_s, summary_metrics
+from loaderbench.tracking_uri import KEY as URI_PARAM
+from loaderbench.tracking_uri import redact
 
 if TYPE_CHECKING:  # types only: this module builds nothing
     import torch
@@ -39,6 +41,8 @@ def params(cfg: DictConfig, setup: Setup | None, given: dict[str, str]) -> dict[
     (``effective.*``, the data's fingerprint and sizes) once it is built."""
     out = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
     out |= {f"given.{k}": v for k, v in given.items()}  # a relative path as typed
+    if isinstance(uri := out.get(URI_PARAM), str):  # refused with credentials; never recorded
+        out[URI_PARAM] = redact(uri)
     if setup is not None:
         out |= {f"effective.{k}": v for k, v in setup.plan.effective.items()}
         out |= {
