@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from loaderbench import keys, tracking
 from loaderbench.active import ACTIVE
 from loaderbench.devices import device_label
+from loaderbench.heartbeat import process_tags
 from loaderbench.provenance import env_tags, scheduler_job_id
 from loaderbench.stopping import signal_name, signals_held
 from loaderbench.timing import EpochStats, projected_samples_per_s, summary_metrics
@@ -68,6 +69,7 @@ def tags(launch: Launch, setup: Setup | None) -> dict[str, str]:
         out[keys.OUTPUT_DIR_TAG] = launch.output_dir
     if job := scheduler_job_id():
         out[keys.JOB_ID_TAG] = job
+    out |= process_tags()  # host, pid, its start: a run whose process died can be told
     if setup is not None:
         out |= env_tags(setup.device)
         out |= {f"effective.{k}.reason": why for k, why in setup.plan.reasons.items()}
