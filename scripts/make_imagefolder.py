@@ -1,59 +1,15 @@
-"""Write the embedded shapes dataset to disk as an image folder (train/ and val/ class folders).
+"""Write the embedded shapes dataset to disk as an image folder: ``loaderbench.make_imagefolder``.
 
     python scripts/make_imagefolder.py --out /tmp/shapes-jpeg --count 2000 --val-count 400
-    python run.py dataset=imagefolder dataset.root=/tmp/shapes-jpeg
 
-The pixels are those of ``dataset=shapes`` with the same size, classes and seed (before JPEG
-compression), so the two datasets differ only by reading and decoding files.
+is ``python -m loaderbench.make_imagefolder ...`` (the same flags; ``--help`` lists them).
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 
-from loaderbench.config import ConfigError
-from loaderbench.data.writer import add_shapes_arguments, shapes_arguments, write_imagefolder
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="output folder (gets train/ and val/)")
-    add_shapes_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0, help="the shapes seed (0)")
-    parser.add_argument("--workers", type=int, default=None, help="processes (all cores)")
-    parser.add_argument("--force", action="store_true", help="replace existing train/ and val/")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
-    try:
-        summary = write_imagefolder(
-            args.out,
-            **shapes_arguments(args),
-            seed=args.seed,
-            workers=args.workers,
-            overwrite=args.force,
-        )
-    except (ConfigError, ValueError, FileExistsError) as exc:
-        hint = " (--force replaces it)" if isinstance(exc, FileExistsError) else ""
-        print(f"error: {exc}{hint}", file=sys.stderr)
-        return 2
-    total = sum(summary.files.values())
-    print(
-        f"wrote {total} {args.format.upper()} images ({summary.files['train']} train, "
-        f"{summary.files['val']} val; {len(summary.classes)} classes: "
-        f"{', '.join(summary.classes)}) to {summary.root}: {summary.bytes / 1e6:.1f} MB, "
-        f"{summary.bytes / total / 1e3:.1f} kB per image, in {summary.seconds:.1f} s"
-    )
-    if len(summary.classes) < args.classes:
-        print(
-            f"note: only {len(summary.classes)} of {args.classes} classes drew a sample; "
-            "pass dataset.num_classes=null (the default) or write more images",
-            file=sys.stderr,
-        )
-    return 0
-
+from loaderbench.make_imagefolder import main
 
 if __name__ == "__main__":
     sys.exit(main())

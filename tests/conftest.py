@@ -43,9 +43,9 @@ def sqlite_uri(tmp_path: Path, sqlite_template: Path) -> str:
 
 
 @pytest.fixture
-def mlflow_server(tmp_path: Path):
+def mlflow_server(tmp_path: Path, sqlite_template: Path):
     """The URL of a real ``mlflow server`` on 127.0.0.1, ended by pid afterwards."""
-    server = MlflowServer(tmp_path / "server").start()
+    server = MlflowServer(tmp_path / "server", template=sqlite_template).start()
     try:
         yield server.url
     finally:

@@ -8,6 +8,7 @@ import contextlib
 import importlib.util
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -189,9 +190,11 @@ class MlflowServer:
         folder: Path,
         port: int | None = None,
         ui: str | None = None,
+        template: Path | None = None,
         admin_password: str | None = None,
     ):
         self.folder, self.port, self.ui = folder, port or free_port(), ui
+        self.template = template  # a migrated SQLite store to start from (saves ~2 s)
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.admin_password = admin_password
@@ -228,6 +231,8 @@ class MlflowServer:
 
     def start(self, timeout_s: float = 120) -> MlflowServer:
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self.template is not None and not (self.folder / "server.db").exists():
+            shutil.copy(self.template, self.folder / "server.db")
         log = self.folder / "server.log" if self.admin_password else Path(os.devnull)
         with open(log, "ab") as out:  # the server keeps its own copy of the descriptor
             self.proc = subprocess.Popen(

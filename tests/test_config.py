@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import get_object, instantiate
+from omegaconf import OmegaConf
 
 from loaderbench.config import ConfigError
+from loaderbench.data.imagefolder.write import write_imagefolder
 from loaderbench.data.loader import close_loader
-from loaderbench.data.writer import write_imagefolder
 from loaderbench.experiment import prepare
 from tests.helpers import CONF, SMALL, compose_config
 
@@ -35,8 +37,8 @@ def image_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_option_composes_and_instantiates(group, option, image_root):
+def _overrides(group: str, option: str, image_root: Path) -> list[str]:
+    """Small settings for ``group=option``, with what the option needs to build here."""
     overrides = [*SMALL, "mlflow.enabled=false", f"{group}={option}"]
     if option == "imagefolder":  # a folder of files: its size is what is on disk
         overrides = [o for o in overrides if not o.startswith("dataset.")]
@@ -49,7 +51,12 @@ def test_every_option_composes_and_instantiates(group, option, image_root):
         overrides += ["dataset.target=tests.user_datasets.Tensors", "+dataset.kwargs.n=400"]
     if (group, option) == ("model", "custom"):  # a user's nn.Module, by its path
         overrides.append("model._target_=tests.user_datasets.Net")
-    cfg = compose_config(overrides)
+    return overrides
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_instantiates(group, option, image_root):
+    cfg = compose_config(_overrides(group, option, image_root))
     if group == "device" and option in ACCELERATORS and not ACCELERATORS[option]:
         with pytest.raises(ConfigError, match=f"device={option}"):
             prepare(cfg)
@@ -63,6 +70,29 @@ def test_every_option_composes_and_instantiates(group, option, image_root):
         assert logits.shape == (len(labels), setup.data.num_classes)
     finally:
         close_loader(setup.train_loader)
+
+
+# Every dataset _target_ that conf/ has ever named (git log -p conf/): a user's own config may
+# still name one, so each keeps building its option wherever the code has moved since.
+OLD_DATASET_TARGETS = {
+    "custom": "loaderbench.data.custom.make_custom",
+    "fake": "loaderbench.data.tensor.make_fake",
+    "imagefolder": "loaderbench.data.imagefolder.make_imagefolder",
+    "shapes": "loaderbench.data.shapes.make_shapes",
+    "shards": "loaderbench.data.shards.make_shards",
+    "tensor": "loaderbench.data.tensor.make_tensor",
+}
+
+
+@pytest.mark.parametrize(("option", "target"), sorted(OLD_DATASET_TARGETS.items()))
+def test_every_old_dataset_target_still_instantiates(option, target, image_root):
+    cfg = compose_config([*_overrides("dataset", option, image_root), f"dataset._target_={target}"])
+    today = compose_config([f"dataset={option}"]).dataset._target_
+    assert get_object(target) is get_object(today), f"{target} is not {today}"
+    options = OmegaConf.to_container(cfg.dataset, resolve=True)
+    options.pop("name")  # the option's label, not an argument
+    pair = instantiate(options)
+    assert len(pair.train) and len(pair.val) and pair.num_classes >= 2
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "sweep").glob("*.yaml")))

@@ -12,8 +12,8 @@ import torch
 from loaderbench import keys, tracking
 from loaderbench.config import ConfigError
 from loaderbench.data.custom import make_custom
-from loaderbench.data.pickling import find_unpicklable
-from loaderbench.data.samples import SampleError
+from loaderbench.data.custom.samples import SampleError
+from loaderbench.data.preflight import find_unpicklable
 from loaderbench.experiment import run
 from tests.helpers import run_in_memory
 

@@ -22,14 +22,15 @@ from PIL import Image
 from loaderbench import transforms
 from loaderbench.config import ConfigError, LoaderConfig
 from loaderbench.data import TransformedDataset, build_loader, plan_loader
-from loaderbench.data.decoder_warnings import DecoderWarnings
-from loaderbench.data.imagefiles import decode_pil, decode_torchvision
+from loaderbench.data.decode import DecoderWarnings, decode_pil, decode_torchvision
+from loaderbench.data.fake import make_fake
 from loaderbench.data.imagefolder import UnreadableImageError, make_imagefolder
+from loaderbench.data.imagefolder.write import write_imagefolder
 from loaderbench.data.loader import close_loader
 from loaderbench.data.shapes import SHAPES, ShapesDataset
-from loaderbench.data.tensor import make_fake, make_tensor, tensor_bytes
-from loaderbench.data.writer import write_imagefolder
-from tests.helpers import compose_config
+from loaderbench.data.tensor import make_tensor, tensor_bytes
+from loaderbench.make_imagefolder import main as make_imagefolder_main
+from tests.helpers import compose_config, load_script
 
 # Known noise: torchvision 0.29 deprecates its decoders (a warning per call); PIL warns on
 # palette alpha (tRNS), which both decoders handle.
@@ -354,7 +355,7 @@ def test_write_imagefolder_writes_the_shapes_pixels(tmp_path, workers):
 def test_the_tensor_memory_guard_refuses_before_allocating(monkeypatch):
     available = 23.1e9
     monkeypatch.setattr(
-        "loaderbench.data.tensor.psutil.virtual_memory",
+        "loaderbench.data.tensor.memory.psutil.virtual_memory",
         lambda: SimpleNamespace(available=available),
     )
 
@@ -556,3 +557,17 @@ def test_a_class_with_no_readable_image_is_dropped_and_the_rest_relabelled(tmp_p
             assert Path(split.path(i)).parent.name == names[1 + int(split.labels[i])]
     with pytest.raises(ConfigError, match="cannot be decoded"):
         make_imagefolder(root=str(tmp_path))
+
+
+def test_make_imagefolder_command_writes_a_folder_the_dataset_reads(tmp_path, capsys):
+    script = load_script("make_imagefolder")
+    assert script.main is make_imagefolder_main  # python -m loaderbench.make_imagefolder
+    out = tmp_path / "images"
+    argv = ["--out", str(out), "--count", "12", "--val-count", "6", "--image-size", "16",
+            "--classes", "3", "--workers", "1"]  # fmt: skip
+    assert script.main(argv) == 0
+    assert "wrote 18 JPEG images (12 train, 6 val" in capsys.readouterr().out
+    pair = make_imagefolder(root=str(out))
+    assert (len(pair.train), len(pair.val)) == (12, 6)
+    assert script.main(["--out", str(out), "--count", "4"]) == 2  # exists: refused
+    assert "--force replaces it" in capsys.readouterr().err

@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.data import Dataset
 
 from loaderbench.config import ConfigError, LoaderConfig
 from loaderbench.data import TransformedDataset, build_loader, plan_loader
-from loaderbench.data.faults import (
-    LoaderFailure,
-    check_shared_memory,
-    explain_loader_error,
-    sample_bytes,
-    shm_free_bytes,
-)
+from loaderbench.data.faults import LoaderFailure, explain_loader_error
+from loaderbench.data.preflight import check_shared_memory, sample_bytes, shm_free_bytes
 from loaderbench.experiment import Launch, run
 from tests.helpers import compose_config
+from tests.user_datasets import WorkerFlags
 
 CPU = torch.device("cpu")
 
@@ -72,21 +67,11 @@ def test_sharing_strategy_is_recorded_and_dropped_without_workers():
     assert p0.effective["sharing_strategy"] is None and "sharing_strategy" in p0.reasons
 
 
-class Flags(Dataset):
-    """What each worker sees of the process-wide settings."""
-
-    def __len__(self) -> int:
-        return 4
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        strategy = torch.multiprocessing.get_sharing_strategy() == "file_system"
-        return torch.tensor([torch.are_deterministic_algorithms_enabled(), strategy]), index
-
-
 def test_spawned_workers_get_the_runs_determinism_and_sharing_strategy():
-    # One spawned worker checks it: a second one costs another torch import (~4 s here).
+    # One spawned worker checks it: a second one costs another torch import. The dataset lives in
+    # a light module: a spawned worker imports the module of every class it unpickles.
     p = plan(num_workers=1, multiprocessing_context="spawn", sharing_strategy="file_system")
-    loader = build_loader(TransformedDataset(Flags(), None, 0), p, seed=0, deterministic=True)
+    loader = build_loader(TransformedDataset(WorkerFlags(), None, 0), p, seed=0, deterministic=True)
     try:
         flags = torch.cat([batch[0] for batch in loader])
     finally:

@@ -71,10 +71,12 @@ def test_a_refused_connection_counts_as_unreachable_and_a_bad_request_does_not(
     assert not store.is_unreachable(bad.value)
 
 
-def test_the_tracker_keeps_the_run_when_the_server_stops_answering(tmp_path, monkeypatch):
+def test_the_tracker_keeps_the_run_when_the_server_stops_answering(
+    tmp_path, monkeypatch, sqlite_template
+):
     """In process, against a real server: cut off after the run began, still away at its end."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    server = MlflowServer(tmp_path / "server").start()
+    server = MlflowServer(tmp_path / "server", template=sqlite_template).start()
     relay = Cut(server.port).mend()
     try:
         tracker = MlflowTracker(relay.url, "offline", offline_dir=tmp_path / keys.OFFLINE_DIR)

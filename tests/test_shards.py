@@ -15,7 +15,7 @@ from loaderbench.config import ConfigError, LoaderConfig
 from loaderbench.data import TransformedDataset, plan_loader
 from loaderbench.data.loader import build_loader, close_loader, set_epoch
 from loaderbench.data.shards import make_shards
-from loaderbench.data.tarshards import open_stream
+from loaderbench.data.storage import open_stream
 from tests.helpers import SMALL, compose_config, load_script, run_in_memory
 
 SIZE = 96  # 5 shards: 4 of 20 samples and a short one of 16
@@ -177,7 +177,7 @@ def test_a_bad_shard_is_one_error_naming_the_file(tmp_path, members, message):
 
 def test_missing_shards_name_the_folder_and_the_script(tmp_path):
     (tmp_path / "train").mkdir()
-    with pytest.raises(ConfigError, match=r"train has no \.tar shard.*make_shards\.py"):
+    with pytest.raises(ConfigError, match=r"train has no \.tar shard.*python -m loaderbench\.make_shards"):
         make_shards(root=str(tmp_path))
 
 
@@ -190,7 +190,7 @@ def test_a_size_for_your_own_shards_is_refused(tmp_path, cache):
 
 def test_make_shards_script_shards_an_image_folder_as_it_is(tmp_path, capsys):
     from loaderbench.data.imagefolder import make_imagefolder
-    from loaderbench.data.writer import write_imagefolder
+    from loaderbench.data.imagefolder.write import write_imagefolder
 
     write_imagefolder(str(tmp_path / "images"), count=30, val_count=9, image_size=16, seed=0)
     script = load_script("make_shards")

@@ -108,7 +108,7 @@ def test_a_bad_npy_or_setting_is_one_error_naming_the_key(tmp_path, case):
 def test_a_full_disk_is_refused_before_writing(tmp_path, monkeypatch):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(
-        "loaderbench.data.tensorfile.shutil.disk_usage", lambda _: usage(10**9, 10**9 - 5, 5)
+        "loaderbench.data.storage.shutil.disk_usage", lambda _: usage(10**9, 10**9 - 5, 5)
     )
     with pytest.raises(ConfigError, match=r"dataset\.cache_dir=.*0\.0 GB is free"):
         make_tensor(**KW, storage="mmap", cache_dir=str(tmp_path))

@@ -107,3 +107,14 @@ class TupleNet(Net):
 
     def forward(self, x):
         return super().forward(x), x
+
+
+class WorkerFlags(Dataset):
+    """What each worker sees of the process-wide settings (determinism, sharing strategy)."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        strategy = torch.multiprocessing.get_sharing_strategy() == "file_system"
+        return torch.tensor([torch.are_deterministic_algorithms_enabled(), strategy]), index

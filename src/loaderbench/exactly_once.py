@@ -1,7 +1,7 @@
 """Exactly-once delivery: each training sample arrives once per epoch, whatever the loader.
 
 Every batch carries its samples' ids (``(images, labels, ids)``: see
-:class:`~loaderbench.data.base.TransformedDataset`; a user's stream names none and is counted),
+:class:`~loaderbench.data.seeding.TransformedDataset`; a user's stream names none and is counted),
 and :class:`SampleIds` counts them. An
 IterableDataset that does not split its shards by worker yields every sample once per worker:
 the throughput looks better and the model trains on a different epoch. :func:`check` says so in

@@ -23,16 +23,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from loaderbench import exactly_once, keys, tracking
 from loaderbench.config import ConfigError
-from loaderbench.data import DatasetPair, LoaderPlan, build_loader, plan_loader
-from loaderbench.data.faults import (
+from loaderbench.data import (
+    DatasetPair,
     LoaderFailure,
+    LoaderPlan,
+    build_loader,
+    check_picklable,
     check_shared_memory,
+    close_loader,
+    epoch_samples,
     explain_loader_error,
+    first_sample,
+    fit_plan,
+    plan_loader,
     sample_bytes,
+    set_epoch,
+    transformed,
 )
-from loaderbench.data.iterable import first_sample, transformed
-from loaderbench.data.loader import close_loader, epoch_samples, fit_plan, set_epoch
-from loaderbench.data.pickling import check_picklable
 from loaderbench.devices import configure_determinism, resolve_device
 from loaderbench.loop import EpochRunner, Progress
 from loaderbench.models import build_model, check_model

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from loaderbench.data.base import DatasetPair
-from loaderbench.data.checks import check_count
+from loaderbench.data.pair import DatasetPair
+from loaderbench.data.validate import check_count
 
 SHAPES = ("disk", "square", "triangle", "plus", "ring", "diamond", "cross", "bars", "half", "dots")
 _SPLITS = {"train": 0, "val": 1}

@@ -1,19 +1,28 @@
-"""Can the datasets travel to spawned workers? Asked before the run opens, by trying.
+"""Before the loader starts: can the datasets travel to spawned workers, and do the batches in
+flight fit in /dev/shm? Both are asked before the run opens.
 
-Under ``spawn`` and ``forkserver`` a DataLoader pickles its dataset into every worker; an open
-file handle, a lambda, a lock or a database connection inside it fails there with torch's
-words ("cannot pickle '_io.BufferedReader' object") and no hint of which attribute holds it.
-:func:`check_picklable` pickles the dataset into a sink that keeps nothing and, on failure,
+Pickling: under ``spawn`` and ``forkserver`` a DataLoader pickles its dataset into every worker;
+an open file handle, a lambda, a lock or a database connection inside it fails there with
+torch's words ("cannot pickle '_io.BufferedReader' object") and no hint of which attribute holds
+it. :func:`check_picklable` pickles the dataset into a sink that keeps nothing and, on failure,
 walks down the attributes to the one that fails, naming it with its owner's class
 (``MyDataset.handle``) and the fix. Tensors and numpy arrays are skipped: torch moves tensors
 through shared memory rather than the pickle, and pickling gigabytes to a sink would cost
 seconds for nothing.
+
+Shared memory: worker batches travel to the main process through ``/dev/shm`` with either of
+torch's sharing strategies: ``file_descriptor`` (the default) and ``file_system`` both allocate
+there. A small /dev/shm (Docker's default is 64 MB) fails mid-epoch with "No space left on
+device" or kills a worker with SIGBUS; ``file_system`` is the fix for "too many open files", not
+for a small /dev/shm. :func:`check_shared_memory` warns before the loader starts;
+:mod:`loaderbench.data.faults` explains the failure if it comes.
 """
 
 from __future__ import annotations
 
 import io
 import pickle
+import shutil
 import threading
 import types
 from collections.abc import Iterator
@@ -23,6 +32,80 @@ import numpy as np
 import torch
 
 from loaderbench.config import ConfigError
+from loaderbench.data.loader.plan import TORCH_DEFAULT_PREFETCH
+
+SHM = "/dev/shm"
+MB = 1024 * 1024
+HELD_BY_MAIN = 2  # batches in /dev/shm on the main process's side, besides those prefetched
+
+
+def sample_bytes(sample: Any) -> int:
+    """Bytes of the tensors in one sample (tuple, list, dict or tensor)."""
+    if isinstance(sample, torch.Tensor):
+        return sample.element_size() * sample.nelement()
+    if isinstance(sample, dict):
+        return sum(sample_bytes(v) for v in sample.values())
+    if isinstance(sample, (list, tuple)):
+        return sum(sample_bytes(v) for v in sample)
+    return 8  # a Python number becomes one int64/float64 in the batch
+
+
+def shm_usage() -> tuple[int, int] | None:
+    """(free, total) bytes of /dev/shm, or None where there is none."""
+    try:
+        usage = shutil.disk_usage(SHM)
+    except OSError:
+        return None
+    return usage.free, usage.total
+
+
+def shm_free_bytes() -> int | None:
+    usage = shm_usage()
+    return usage[0] if usage else None
+
+
+def prefetch_of(plan: Any) -> int:
+    """Batches each worker keeps in flight (torch's default 2 when unset)."""
+    return plan.effective.get("prefetch_factor") or TORCH_DEFAULT_PREFETCH
+
+
+def check_shared_memory(plan: Any, batch_bytes: int) -> str | None:
+    """A warning when the batches in flight (batch x prefetch_factor x num_workers) cannot fit
+    in the free /dev/shm; None when they fit or there are no workers."""
+    if plan.num_workers == 0 or batch_bytes <= 0:
+        return None
+    free = shm_free_bytes()
+    prefetch = prefetch_of(plan)
+    need = batch_bytes * prefetch * plan.num_workers
+    if free is None or need <= free:
+        return None
+    return (
+        f"shared memory: {plan.num_workers} workers x prefetch_factor {prefetch} x "
+        f"{batch_bytes / MB:.1f} MB per batch = {need / MB:.0f} MB in flight, but {SHM} has "
+        f"{free / MB:.0f} MB free. {shm_fixes(plan, batch_bytes, free)}"
+    )
+
+
+def shm_fixes(plan: Any, batch_bytes: int, free: int | None) -> str:
+    """The fixes, with the worker count and the batch size that would fit in ``free``."""
+    prefetch = prefetch_of(plan)
+    # Besides the workers' prefetched batches, the main process holds ~2 (the one in use and
+    # one being released): measured with a 16 MB /dev/shm and 224² batches: 3 images ran, 5 did not.
+    per_batch = max(int((free or 0) // max(batch_bytes, 1)), 0) - HELD_BY_MAIN
+    workers = per_batch // prefetch
+    fewer = f"loader.num_workers={workers} (fits)" if workers >= 1 else "fewer workers"
+    per_sample = batch_bytes / max(plan.batch_size, 1)
+    in_flight = prefetch * max(plan.num_workers, 1) + HELD_BY_MAIN
+    batch = int((free or 0) * 0.8 // (per_sample * in_flight))
+    smaller = f"loader.batch_size={batch} (fits)" if batch >= 1 else "a smaller loader.batch_size"
+    return (
+        "Fixes: a bigger /dev/shm (Docker: --shm-size=2g or --ipc=host), "
+        f"{fewer}, loader.prefetch_factor=1, {smaller}, or "
+        "loader.num_workers=0 (no shared memory at all)."
+    )
+
+
+# --- pickling into spawned workers ---------------------------------------------------------
 
 PICKLING_CONTEXTS = ("spawn", "forkserver")  # fork inherits the dataset: nothing is pickled
 MAX_DEPTH = 12

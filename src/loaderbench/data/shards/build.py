@@ -1,14 +1,16 @@
-"""``dataset=shards``: tar shards in the WebDataset layout, streamed for training.
+"""``dataset=shards``: the option's builder, :func:`make_shards`.
 
 Layout: ``root/train/*.tar`` and ``root/val/*.tar`` (sorted by name; see
-:mod:`loaderbench.data.tarshards` for a shard's insides). With ``root=null`` the shapes dataset
+:mod:`loaderbench.data.shards.tar` for a shard's insides). With ``root=null`` the shapes dataset
 is written as shards once, into ``cache_dir`` (a folder named after its settings, so the same
-settings reuse it and a sweep generates it once), like ``scripts/make_shards.py`` writes them.
+settings reuse it and a sweep generates it once), as ``python -m loaderbench.make_shards`` writes
+them.
 
 Every shard is indexed when the dataset is built (its headers only), so a bad shard is an error
 before any run is recorded, and the sample count, the ids and the fingerprint are known. A
 sample's id is its position in the split (shards in name order). Training reads the shards as
-streams (:mod:`loaderbench.data.streams`); validation reads samples by their offset, in order.
+streams (:mod:`loaderbench.data.shards.streams`); validation reads samples by their offset, in
+order (:class:`~loaderbench.data.shards.dataset.ShardSet`).
 
 Storage: ``read_latency_ms`` is paid once per storage request: each 1 MiB request of a
 streaming read, each sample read by offset. ``cold_cache=true`` drops the training shards from
@@ -17,92 +19,27 @@ the page cache before each epoch (Linux ``posix_fadvise``).
 
 from __future__ import annotations
 
-import bisect
 import glob
 import hashlib
 import logging
 import os
 import shutil
 import time
-from itertools import accumulate
 from typing import Any
 
-import torch
-from torch.utils.data import Dataset
-
 from loaderbench.config import ConfigError
-from loaderbench.data.base import DatasetPair
-from loaderbench.data.checks import check_choice, check_count, check_sizes, check_storage, fail
-from loaderbench.data.imagefiles import decode_pil, decode_torchvision, drop_from_page_cache
-from loaderbench.data.tarshards import Shard, read_at, scan_shard
+from loaderbench.data.decode import DECODERS
+from loaderbench.data.pair import DatasetPair
+from loaderbench.data.shards.dataset import ShardSet
+from loaderbench.data.shards.tar import Shard, scan_shard
+from loaderbench.data.shards.write import write_shards
+from loaderbench.data.storage import check_storage
+from loaderbench.data.validate import check_choice, check_count, check_sizes, fail
 
 log = logging.getLogger(__name__)
 
-DECODERS = ("pil", "torchvision")
 GENERATED = dict(size=4096, val_size=1024, num_classes=6)  # the shapes written when root=null
 SPLITS = ("train", "val")
-
-
-class ShardSet(Dataset):
-    """One split's shards: ``(uint8 tensor 3×H×W, label)`` by sample id (read at its offset),
-    plus the streaming settings :class:`~loaderbench.data.streams.ShardStreams` reads."""
-
-    def __init__(
-        self,
-        shards: list[Shard],
-        *,
-        decoder: str = "pil",
-        read_latency_ms: float = 0.0,
-        cold_cache: bool = False,
-        streams: int = 8,
-        shuffle_buffer: int = 256,
-        split_by_worker: bool = True,
-    ):
-        self.shards = shards
-        self.sizes = [len(s) for s in shards]
-        self.starts = [0, *accumulate(self.sizes)][:-1]
-        self.decoder, self.read_latency_s, self.cold_cache = (
-            decoder, read_latency_ms / 1000.0, cold_cache,
-        )  # fmt: skip
-        self.streams, self.shuffle_buffer = streams, shuffle_buffer
-        self.split_by_worker = split_by_worker
-        self._files: dict[int, Any] = {}
-        self._pid = 0
-
-    def __len__(self) -> int:
-        return sum(self.sizes)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_files": {}, "_pid": 0}  # open files stay in their process
-
-    def decode(self, data: bytes) -> torch.Tensor:
-        return decode_pil(data) if self.decoder == "pil" else decode_torchvision(data)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        si = bisect.bisect_right(self.starts, index) - 1
-        shard, i = self.shards[si], index - self.starts[si]
-        if self._pid != os.getpid():
-            self._files, self._pid = {}, os.getpid()
-        if si not in self._files:
-            self._files[si] = open(shard.path, "rb", buffering=0)  # noqa: SIM115 (kept open)
-        if self.read_latency_s:
-            time.sleep(self.read_latency_s)  # one storage request per sample read by offset
-        data = read_at(self._files[si].fileno(), int(shard.offsets[i]), int(shard.sizes[i]))
-        return self.decode(data), int(shard.labels[i])
-
-    def before_epoch(self, epoch: int) -> int:
-        """With ``cold_cache``, drop the shards from the page cache; return how many."""
-        if not self.cold_cache:
-            return 0
-        t0 = time.perf_counter()
-        dropped = drop_from_page_cache(s.path for s in self.shards)
-        log.info(
-            "epoch %d: dropped %d shards from the page cache in %.2f s",
-            epoch, dropped, time.perf_counter() - t0,
-        )  # fmt: skip
-        return dropped
 
 
 def _validate(
@@ -118,8 +55,6 @@ def _validate(
 
 def _generated_root(cache_dir: str, **params: Any) -> str:
     """The cache folder of the shapes written as shards with ``params``, written if absent."""
-    from loaderbench.data.writer import write_shards
-
     ident = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
     root = os.path.join(cache_dir, "shards-" + hashlib.sha256(ident.encode()).hexdigest()[:12])
     if os.path.isdir(root):
@@ -153,7 +88,7 @@ def _scan_split(root: str, split: str, given: Any) -> list[Shard]:
         what = "has no .tar shard" if os.path.isdir(folder) else "does not exist"
         raise ConfigError(
             f"dataset.root={given}: {folder} {what}; shards go in train/ and val/ "
-            "(python scripts/make_shards.py --out DIR writes them)"
+            "(python -m loaderbench.make_shards --out DIR writes them)"
         )
     return [scan_shard(p) for p in paths]
 

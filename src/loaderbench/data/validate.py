@@ -1,4 +1,4 @@
-"""Config checks shared by the dataset options.
+"""Checks of the ``dataset.*`` values that the dataset options share.
 
 Every error is a :class:`~loaderbench.config.ConfigError` that names the key, the value, the
 reason and the fix (``dataset.size=-5: must be a whole number at least 1; e.g.
@@ -8,7 +8,6 @@ exit status 2 (``experiment`` unwraps it from Hydra's InstantiationException).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +17,11 @@ from loaderbench.config import ConfigError
 def fail(key: str, value: Any, why: str, fix: str) -> ConfigError:
     """``dataset.<key>=<value>: <why>; <fix>``."""
     return ConfigError(f"dataset.{key}={value}: {why}; {fix}")
+
+
+def is_number(value: Any) -> bool:
+    """An int or a float, not a bool (YAML's ``true`` is an int to Python)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_count(
@@ -38,6 +42,13 @@ def check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
         )
 
 
+def check_fraction(value: Any) -> None:
+    """``dataset.val_fraction`` is strictly between 0 and 1."""
+    if not (is_number(value) and 0.0 < value < 1.0):
+        why = "must be a number between 0 and 1"
+        raise fail("val_fraction", value, why, "e.g. dataset.val_fraction=0.2")
+
+
 def check_sizes(
     *,
     size: Any,
@@ -56,16 +67,3 @@ def check_sizes(
         "num_classes", num_classes, least=2, most=max_classes, example=min(10, max_classes or 10),
         note=classes_note,
     )  # fmt: skip
-
-
-def check_storage(read_latency_ms: Any, cold_cache: Any) -> None:
-    """The emulated storage of the datasets read from files: a latency in ms, a cold cache."""
-    number = isinstance(read_latency_ms, (int, float)) and not isinstance(read_latency_ms, bool)
-    if not (number and read_latency_ms >= 0):
-        why = "must be 0 or more milliseconds"
-        raise fail("read_latency_ms", read_latency_ms, why, "e.g. dataset.read_latency_ms=0")
-    if cold_cache and not hasattr(os, "posix_fadvise"):
-        raise ConfigError(
-            "dataset.cold_cache=true needs os.posix_fadvise, which this platform lacks (it is "
-            "Linux's); pass dataset.cold_cache=false"
-        )

@@ -24,7 +24,6 @@ import hashlib
 import logging
 import mmap
 import os
-import shutil
 import time
 from typing import Any
 
@@ -33,15 +32,16 @@ import torch
 from torch.utils.data import Dataset
 
 from loaderbench.config import ConfigError
-from loaderbench.data.imagefiles import drop_from_page_cache
+from loaderbench.data.pair import DatasetPair
+from loaderbench.data.storage import GB, StoredFiles, check_disk
+from loaderbench.data.tensor.memory import class_offsets, tensor_bytes, tensor_fingerprint
 
 log = logging.getLogger(__name__)
 
-_GB = 1e9
 CHUNK_IMAGES = 256  # a multiple of 16: torch.randn then draws exactly what one call would
 
 
-class MappedImages(Dataset):
+class MappedImages(StoredFiles, Dataset):
     """Rows ``[start, start + n)`` of an ``N×C×H×W`` ``.npy`` and their labels: ``(image view,
     label)``. The image is a view of the mapped pages (copy-on-write: a transform that writes
     in place copies only what it writes); collation copies it into the batch."""
@@ -57,7 +57,7 @@ class MappedImages(Dataset):
         cold_cache: bool = False,
     ):
         self.path, self.labels, self.start, self.n = path, labels, start, n
-        self.read_latency_s, self.cold_cache = read_latency_ms / 1000.0, cold_cache
+        StoredFiles.__init__(self, read_latency_ms=read_latency_ms, cold_cache=cold_cache)
         self._array: np.memmap | None = None
 
     def __len__(self) -> int:
@@ -74,20 +74,17 @@ class MappedImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if not 0 <= index < self.n:
             raise IndexError(index)
-        if self.read_latency_s:
-            time.sleep(self.read_latency_s)  # the storage's round trip, paid by the reader
+        self.wait_for_storage()
         return torch.from_numpy(self.array()[self.start + index]), int(self.labels[index])
 
-    def before_epoch(self, epoch: int) -> int:
-        """With ``cold_cache``, drop the file's pages: this process's mapping, then the page
-        cache (a page still mapped elsewhere, e.g. by a persistent worker, stays)."""
-        if not self.cold_cache:
-            return 0
+    def stored_files(self) -> list[str]:
+        return [self.path]
+
+    def forget_mapped(self) -> None:
+        """This process's mapped pages go first: the page cache cannot drop a page still mapped
+        (a page mapped elsewhere, e.g. by a persistent worker, stays)."""
         if self._array is not None:
             self._array._mmap.madvise(mmap.MADV_DONTNEED)
-        dropped = drop_from_page_cache([self.path])
-        log.info("epoch %d: dropped %s from the page cache", epoch, self.path)
-        return dropped
 
 
 def labels_path_of(path: str) -> str:
@@ -131,17 +128,6 @@ def write_generated(
     os.replace(tmp, path)  # last: the images' presence says the pair is complete
 
 
-def check_disk(cache_dir: str, need: int) -> None:
-    os.makedirs(cache_dir, exist_ok=True)
-    free = shutil.disk_usage(cache_dir).free
-    if need > free:
-        raise ConfigError(
-            f"dataset.cache_dir={cache_dir}: storage=mmap writes the tensor there "
-            f"({need / _GB:.1f} GB) but {free / _GB:.1f} GB is free; point dataset.cache_dir at "
-            "a bigger disk, or lower dataset.size or dataset.image_size"
-        )
-
-
 def open_user_file(
     path: str, labels_path: str | None, *, size: int, val_size: int
 ) -> tuple[np.ndarray, str]:
@@ -172,3 +158,47 @@ def open_user_file(
     ident = f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}:{size}:{val_size}"
     fingerprint = "npy-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
     return np.asarray(labels, dtype=np.int64), fingerprint
+
+
+def make_mapped(
+    *, size: int, val_size: int, image_size: int, num_classes: int, seed: int,
+    path: str | None, labels_path: str | None, cache_dir: str, options: dict[str, Any],
+) -> DatasetPair:  # fmt: skip
+    """``make_tensor`` with ``storage=mmap``: your ``path``, or the generated file (written
+    once into ``cache_dir``)."""
+    if path:
+        labels, fingerprint = open_user_file(path, labels_path, size=size, val_size=val_size)
+        if (top := int(labels[: size + val_size].max())) >= num_classes:
+            raise ConfigError(
+                f"dataset.num_classes={num_classes}, but the labels hold {top}; pass "
+                f"dataset.num_classes={top + 1}"
+            )
+    else:
+        fingerprint = tensor_fingerprint(
+            size=size, val_size=val_size, image_size=image_size, num_classes=num_classes, seed=seed
+        )
+        path = os.path.join(cache_dir, f"{fingerprint}.npy")
+        if not os.path.isfile(path):
+            need = tensor_bytes(size + val_size, image_size)
+            check_disk(cache_dir, need, "storage=mmap writes the tensor there")
+            t0 = time.perf_counter()
+            g, offsets = class_offsets(seed, num_classes)
+            write_generated(
+                path, counts=(size, val_size), image_size=image_size,
+                num_classes=num_classes, generator=g, offsets=offsets,
+            )  # fmt: skip
+            log.info(
+                "wrote %d + %d tensor images (%.2f GB) to %s in %.1f s",
+                size, val_size, need / GB, path, time.perf_counter() - t0,
+            )  # fmt: skip
+        labels = np.load(labels_path_of(path))
+    train = MappedImages(path, labels[:size], start=0, n=size, **options)
+    val_options = {**options, "cold_cache": False}
+    val = MappedImages(path, labels[size : size + val_size], start=size, n=val_size, **val_options)
+    return DatasetPair(
+        train=train,
+        val=val,
+        num_classes=num_classes,
+        fingerprint=fingerprint,
+        stats={"file_gb": os.path.getsize(path) / GB},
+    )

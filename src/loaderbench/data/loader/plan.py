@@ -1,4 +1,4 @@
-"""``build_loader``: the single path from the ``loader`` config to a ``DataLoader``.
+"""``plan_loader``: the ``loader`` config checked and normalised into a :class:`LoaderPlan`.
 
 Settings torch rejects only because they are meaningless (``prefetch_factor`` or
 ``persistent_workers`` with ``num_workers=0``) are normalised, so a sweep grid stays rectangular;
@@ -14,13 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import Dataset, IterableDataset
 
 from loaderbench.config import ConfigError, LoaderConfig
-from loaderbench.data.base import EpochSampler
-from loaderbench.data.faults import WorkerSetup
-from loaderbench.data.shards import ShardSet
-from loaderbench.data.streams import ShardStreams, StreamLoader
 
 TORCH_DEFAULT_PREFETCH = 2  # DataLoader's prefetch_factor when workers > 0 and it is None
 TORCH_DEFAULT_SHARING = torch.multiprocessing.get_sharing_strategy()  # file_descriptor on Linux
@@ -28,7 +24,7 @@ TORCH_DEFAULT_SHARING = torch.multiprocessing.get_sharing_strategy()  # file_des
 
 @dataclass
 class LoaderPlan:
-    """The validated loader settings: what goes to ``DataLoader`` and what to record."""
+    """The validated loader settings: what the backend is built with and what to record."""
 
     batch_size: int
     num_workers: int
@@ -148,72 +144,6 @@ def plan_loader(cfg: LoaderConfig, *, device: torch.device) -> LoaderPlan:
     return plan
 
 
-# LoaderPlan fields that go to DataLoader as they are, whatever the dataset
-_WORKER_KNOBS = (
-    "num_workers", "pin_memory", "persistent_workers", "prefetch_factor",
-    "multiprocessing_context", "timeout",
-)  # fmt: skip
-
-
-def build_loader(
-    dataset: Dataset, plan: LoaderPlan, *, seed: int, train: bool = True, deterministic: bool = True
-) -> DataLoader:
-    """A DataLoader over ``dataset`` (a TransformedDataset or TransformedIterable) as ``plan`` says.
-
-    Train loaders shuffle and drop the last batch as configured; val loaders keep the order and
-    every sample. The sampler and the loader's own generator are seeded, so nothing here draws
-    from torch's global generator (which the model's initialisation uses). Workers get the
-    run's determinism and sharing strategy whatever their start method (:class:`WorkerSetup`).
-    The training split of tar shards is streamed (a :class:`StreamLoader`, which batches in its
-    workers); everything else is read by index.
-    """
-    if plan.num_workers:  # process-wide: set every time, so a sweep's next job starts clean
-        torch.multiprocessing.set_sharing_strategy(plan.sharing_strategy or TORCH_DEFAULT_SHARING)
-    common: dict[str, Any] = {k: getattr(plan, k) for k in _WORKER_KNOBS}
-    common |= dict(
-        generator=torch.Generator().manual_seed(seed),
-        worker_init_fn=WorkerSetup(
-            deterministic=deterministic, sharing_strategy=plan.sharing_strategy
-        )
-        if plan.num_workers
-        else None,
-    )
-    if train and isinstance(getattr(dataset, "base", None), ShardSet):
-        streams = ShardStreams(
-            dataset,  # type: ignore[arg-type]
-            batch_size=plan.batch_size,
-            shuffle=plan.shuffle,
-            drop_last=plan.drop_last,
-            seed=seed,
-        )
-        return StreamLoader(streams, batch_size=None, **common)
-    sampler = (  # an iterable dataset yields in its own order: no sampler
-        None
-        if isinstance(dataset, IterableDataset)
-        else EpochSampler(len(dataset), shuffle=plan.shuffle and train, seed=seed)  # type: ignore[arg-type]
-    )
-    return DataLoader(
-        dataset,
-        batch_size=plan.batch_size,
-        sampler=sampler,
-        drop_last=plan.drop_last and train,
-        **common,
-    )
-
-
-def epoch_samples(loader: DataLoader, epoch: int) -> int:
-    """Samples a correct epoch delivers: each sample once, less what ``drop_last`` drops (at
-    most, for a stream: what its workers' last batches may drop)."""
-    if isinstance(loader, StreamLoader):
-        return loader.epoch_samples(epoch)
-    n = len(loader.dataset)  # type: ignore[arg-type]
-    if not loader.drop_last:
-        return n
-    if isinstance(loader.dataset, IterableDataset):  # each worker drops its own short batch
-        return max(n - max(loader.num_workers, 1) * (loader.batch_size - 1), 0)
-    return len(loader) * loader.batch_size
-
-
 def fit_plan(plan: LoaderPlan, dataset: Dataset) -> None:
     """What the dataset itself rules out: an iterable dataset sets its own order, so
     ``shuffle=true`` does nothing (recorded, like any setting that was not used)."""
@@ -221,21 +151,3 @@ def fit_plan(plan: LoaderPlan, dataset: Dataset) -> None:
         plan.shuffle = False
         plan.effective["shuffle"] = False
         plan.reasons["shuffle"] = "an IterableDataset yields in its own order: nothing is shuffled"
-
-
-def set_epoch(loader: DataLoader, epoch: int) -> None:
-    """Before each epoch's iterator: which epoch it serves (a stream's, the sampler's, or an
-    iterable dataset's own)."""
-    for part in (loader, loader.sampler, loader.dataset):
-        if callable(method := getattr(part, "set_epoch", None)):
-            method(epoch)
-            return
-
-
-def close_loader(loader: DataLoader) -> None:
-    """Stop a loader's worker processes now (persistent workers would otherwise live on into
-    the next job of an in-process sweep and compete for the cores it measures)."""
-    iterator = getattr(loader, "_iterator", None)
-    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-        iterator._shutdown_workers()
-    loader._iterator = None

@@ -18,11 +18,11 @@ Worker ``w`` of ``W`` owns streams ``w, w + W, ...`` and reads only their shards
 asks its workers in turn (skipping a worker for good once it has stopped), so each worker
 works out, from the same plan, what the DataLoader will ask of it (:func:`worker_ticks`): the
 next batch of the epoch when that batch is its own, else an empty placeholder (``None``) that
-:class:`StreamLoader` drops. With ``streams`` a multiple of ``W`` there are no placeholders
-until the streams' ends; workers beyond the number of streams own none and stop at once (they
-sit idle: ``data/idle_workers``). The batches reach the model in the planned order, so training
-is bit-identical for every ``num_workers`` (given the same ``streams`` and ``shuffle_buffer``,
-which define the order, as ``batch_size`` does).
+:class:`~loaderbench.data.loader.dataloader.StreamLoader` drops. With ``streams`` a multiple
+of ``W`` there are no placeholders until the streams' ends; workers beyond the number of streams
+own none and stop at once (they sit idle: ``data/idle_workers``). The batches reach the model
+in the planned order, so training is bit-identical for every ``num_workers`` (given the same
+``streams`` and ``shuffle_buffer``, which define the order, as ``batch_size`` does).
 
 ``split_by_worker=false`` is the bug on purpose: every worker reads every stream, so every batch
 arrives once per worker. Ranks (``torch.distributed``, when initialised) take streams
@@ -31,7 +31,6 @@ arrives once per worker. Ranks (``torch.distributed``, when initialised) take st
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -39,11 +38,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
-from loaderbench.data.base import TransformedDataset, sample_seed
-from loaderbench.data.tarshards import open_stream
+from loaderbench.data.seeding import TransformedDataset, sample_seed
+from loaderbench.data.storage import open_stream
 
 _SHARD_ORDER, _BUFFER = -2, -1000  # sample_seed "indices" of the shard permutation, buffers
 
@@ -131,7 +130,7 @@ def worker_ticks(
 
 
 class ShardStreams(IterableDataset):
-    """The training split of a :class:`~loaderbench.data.shards.ShardSet` as batches
+    """The training split of a :class:`~loaderbench.data.shards.dataset.ShardSet` as batches
     ``(images, labels, ids)``, made in the worker that reads them.
 
     The epoch is set through a shared-memory tensor, so persistent workers (which keep their own
@@ -217,35 +216,3 @@ class ShardStreams(IterableDataset):
                 batch = []
         if batch and not self.drop_last:
             yield default_collate(batch)
-
-
-class StreamLoader(DataLoader):
-    """A DataLoader over :class:`ShardStreams` that drops the placeholders; ``len`` is the
-    epoch's batch count, ``idle_workers`` the workers that own no stream."""
-
-    def __iter__(self) -> Iterator[Any]:
-        it = super().__iter__()
-        try:
-            for batch in it:
-                if batch is not None:
-                    yield batch
-        except BaseException:  # a worker's error, or closed mid-epoch: end the workers now
-            if callable(shutdown := getattr(it, "_shutdown_workers", None)):
-                with contextlib.suppress(Exception):  # (as TimedBatches: keep the first error)
-                    shutdown()
-            raise
-
-    def __len__(self) -> int:
-        return len(self.dataset.plan().order)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-
-    def epoch_samples(self, epoch: int) -> int:
-        return self.dataset.plan(epoch).delivered
-
-    @property
-    def idle_workers(self) -> int:
-        if not self.dataset.shards.split_by_worker:
-            return 0
-        return max(self.num_workers - len(self.dataset.plan().streams), 0)

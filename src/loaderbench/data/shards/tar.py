@@ -1,4 +1,4 @@
-"""Tar shards in the WebDataset layout: their index, reading their members, writing them.
+"""Tar shards in the WebDataset layout: a shard's index, and writing one.
 
 A shard is a plain tar file. A sample is the run of consecutive members that share a key (the
 member's name up to the first dot of its base name): ``00000042.jpg`` + ``00000042.cls``. The
@@ -10,8 +10,9 @@ with webdataset.
 :func:`scan_shard` reads a shard's headers once (seeking over the data) into a :class:`Shard`:
 the offset and size of every image and every label. With that index a split's sample count is
 known before any epoch, a sample can be read by its offset (``os.pread``), and a streaming
-reader reads the file front to back in 1 MiB requests (:func:`open_stream`), each of which
-pays the emulated storage latency once.
+reader reads the file front to back in 1 MiB requests
+(:func:`~loaderbench.data.storage.open_stream`), each of which pays the emulated storage
+latency once.
 """
 
 from __future__ import annotations
@@ -19,17 +20,15 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from loaderbench.config import ConfigError
+from loaderbench.data.decode import IMAGE_EXTENSIONS
 
-IMAGE_EXTS = ("jpg", "jpeg", "png")
 LABEL_EXT = "cls"
-REQUEST_BYTES = 1 << 20  # one storage request of a streaming read
 
 
 @dataclass
@@ -66,7 +65,7 @@ def scan_shard(path: str) -> Shard:
             what = "an image (.jpg, .jpeg, .png)" if image is None else "a label (.cls)"
             raise ConfigError(
                 f"{path}: sample {key!r} has no {what}; each sample needs both (WebDataset "
-                "layout: KEY.jpg + KEY.cls). scripts/make_shards.py writes such shards"
+                "layout: KEY.jpg + KEY.cls). python -m loaderbench.make_shards writes such shards"
             )
         offsets.append(image[0])
         sizes.append(image[1])
@@ -82,7 +81,7 @@ def scan_shard(path: str) -> Shard:
                 if k != key:
                     close_sample()
                     key, image, label = k, None, None
-                if ext in IMAGE_EXTS:
+                if ext in IMAGE_EXTENSIONS:
                     image = (member.offset_data, member.size, ext)
                 elif ext == LABEL_EXT:
                     text = tar.extractfile(member).read()
@@ -105,32 +104,6 @@ def scan_shard(path: str) -> Shard:
         exts=exts,
         file_bytes=os.path.getsize(path),
     )
-
-
-class SlowFile(io.FileIO):
-    """A file whose every read request first waits ``latency_s``: a storage round trip."""
-
-    def __init__(self, path: str, latency_s: float):
-        super().__init__(path, "rb")
-        self.latency_s = latency_s
-
-    def readinto(self, buffer) -> int | None:  # type: ignore[override]
-        if self.latency_s:
-            time.sleep(self.latency_s)
-        return super().readinto(buffer)
-
-
-def open_stream(path: str, latency_s: float = 0.0) -> io.BufferedReader:
-    """``path`` for a front-to-back read in :data:`REQUEST_BYTES` requests (a seek within the
-    buffer, over a tar header, costs no request)."""
-    return io.BufferedReader(SlowFile(path, latency_s), buffer_size=REQUEST_BYTES)
-
-
-def read_at(fd: int, offset: int, size: int) -> bytes:
-    data = os.pread(fd, size, offset)
-    if len(data) != size:
-        raise OSError(f"short read: {len(data)} of {size} bytes at offset {offset}")
-    return data
 
 
 def write_shard(path: str, samples: Iterable[tuple[str, bytes, str, int]]) -> int:

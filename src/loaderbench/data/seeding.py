@@ -1,4 +1,4 @@
-"""What every dataset option returns, and the per-sample randomness that makes sweeps fair.
+"""The per-sample randomness that makes sweeps fair, and each split wrapped with its transform.
 
 A DataLoader's workers each carry their own random generator, so with stock PyTorch the random
 crop that image ``i`` gets depends on which worker loaded it, i.e. on ``num_workers``. Here the
@@ -9,34 +9,25 @@ whatever the loader settings, in any process, with or without persistent workers
 Every sample also carries its id (the index in its split), so a batch is ``(images, labels,
 ids)`` and the loop can check that each sample arrived exactly once per epoch (a user's
 IterableDataset names no samples: its batches are ``(images, labels)``, checked by count).
+
+An IterableDataset has no index for a sampler to hand out, so the key of a sample is its
+position in the stream (:class:`TransformedIterable`): in worker ``w`` of ``W``, the ``k``-th
+sample gets ``k * W + w``, which is its index in the whole stream when the dataset splits it
+round-robin between workers (``itertools.islice(stream, w, None, W)``). A dataset that splits
+its stream otherwise (a shard per worker) gets the same seeds for the same ``num_workers`` only;
+and with workers the batches interleave by worker, so training histories differ across
+``num_workers`` for any iterable dataset. A user's stream carries no sample ids, so the
+exactly-once check counts its samples (:class:`~loaderbench.exactly_once.SampleIds`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Sampler
-
-
-@dataclass
-class DatasetPair:
-    """The train and val splits of a dataset option, before transforms.
-
-    ``train``/``val`` map an integer index to ``(image, label)`` where the image is whatever the
-    transform presets accept (uint8 or float tensor, PIL image). ``fingerprint`` identifies the
-    data read (two runs with equal fingerprints read the same data); ``stats`` are numbers worth
-    logging once per run (e.g. skipped files) under ``data/<name>``.
-    """
-
-    train: Dataset
-    val: Dataset
-    num_classes: int
-    fingerprint: str
-    stats: dict[str, float] = field(default_factory=dict)
+from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -111,3 +102,45 @@ class EpochSampler(Sampler):
             order = range(self.n)
         epoch = self.epoch
         return ((epoch, i) for i in order)
+
+
+class TransformedIterable(TransformedDataset, IterableDataset):
+    """Applies ``transform`` to each ``(image, label)`` of ``base``'s stream; a ``random``
+    transform draws from a generator seeded by ``(seed, epoch, key)`` (key: see the module).
+
+    The epoch comes from :meth:`set_epoch` in the main process; a persistent worker keeps its
+    copy of this object across epochs, so it counts the epochs it has iterated itself. (An
+    IterableDataset to the DataLoader, whatever it inherits: no sampler indexes it.)
+    """
+
+    epoch, _iterated = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self._iterated = epoch, 0
+
+    def __iter__(self) -> Iterator[tuple[Any, int]]:
+        epoch = self.epoch + self._iterated
+        self._iterated += 1
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for position, (image, label) in enumerate(self.base):
+            yield self.apply(image, epoch, position * workers + worker), label
+
+    def first(self) -> tuple[Any, int]:
+        """The stream's first sample, transformed, without counting an epoch."""
+        image, label = next(iter(self.base))
+        return self.apply(image, self.epoch, 0), label
+
+
+def transformed(
+    base: Dataset, transform: Callable[[Any], Any] | None, seed: int, *, random: bool
+) -> Dataset:
+    """``base`` with its transform: a TransformedDataset, or for an iterable dataset a
+    TransformedIterable."""
+    wrapper = TransformedIterable if isinstance(base, IterableDataset) else TransformedDataset
+    return wrapper(base, transform, seed, random=random)
+
+
+def first_sample(dataset: Dataset) -> Any:
+    """Sample 0 of a map-style dataset, or the first of a TransformedIterable's stream."""
+    return dataset.first() if isinstance(dataset, TransformedIterable) else dataset[0]

@@ -1,14 +1,5 @@
-"""``dataset=custom``: the user's own ``torch.utils.data.Dataset``, with no change to loaderbench.
-
-``dataset.target`` names a Dataset class (or a function returning a dataset) by its dotted
-path; ``dataset.kwargs`` are its arguments. The validation split comes from a second call
-(``dataset.val_target`` and/or ``dataset.val_kwargs``, merged over ``kwargs``) or is held out
-from the training dataset by ``val_fraction`` (map-style only: which indices is a pure function
-of ``seed``). Samples are ``(image, label)`` or a dict (``image_key``, ``label_key``), the image
-a C×H×W tensor or a PIL image; the first sample of each split is read here, so a wrong one
-stops the job before its run opens. Both splits then sit in a DatasetPair like every dataset
-option's, and get loaderbench's seeding, transforms and accounting.
-"""
+"""``dataset=custom``'s builder: the user's class called, its splits made and their first
+samples checked (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -21,9 +12,10 @@ import torch
 from torch.utils.data import IterableDataset
 
 from loaderbench.config import locate
-from loaderbench.data.base import DatasetPair, sample_seed
-from loaderbench.data.checks import check_count, fail
-from loaderbench.data.samples import SampleSpec, UserDataset, UserIterable
+from loaderbench.data.custom.samples import SampleSpec, UserDataset, UserIterable
+from loaderbench.data.pair import DatasetPair
+from loaderbench.data.seeding import sample_seed
+from loaderbench.data.validate import check_count, check_fraction, fail
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +97,7 @@ def _split(ds: Any, spec: SampleSpec, indices: list[int] | None, limit: Any, key
 
 def _held_out(n: int, fraction: Any, seed: int) -> tuple[list[int], list[int]]:
     """(train, val) indices: ``round(n * fraction)`` of ``0..n-1`` chosen by ``seed``."""
-    if not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-        raise fail(
-            "val_fraction", fraction, "must be between 0 and 1", "e.g. dataset.val_fraction=0.2"
-        )
+    check_fraction(fraction)
     n_val = round(n * fraction)
     if not 1 <= n_val < n:
         raise fail(

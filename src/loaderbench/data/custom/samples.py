@@ -2,7 +2,7 @@
 turned into ``(image, label)``, every failure named by the class and the index.
 
 :class:`UserDataset` (map-style) and :class:`UserIterable` (iterable) sit *inside* a
-:class:`~loaderbench.data.base.DatasetPair`, so the experiment wraps them in the same
+:class:`~loaderbench.data.pair.DatasetPair`, so the experiment wraps them in the same
 per-sample seeding, transforms and accounting as loaderbench's own datasets. The check is a
 few ``isinstance`` calls per sample (~1 µs), so it runs on every sample, in the workers too:
 a wrong sample at index 17 345 is named when it is read, not as a collate error three frames
