@@ -144,3 +144,24 @@ def test_a_store_left_running_by_a_dead_process(sqlite_uri, capsys):
     assert client.get_run(other.info.run_id).info.status == "RUNNING"
     row = to_row(client, client.get_run(child.info.run_id))
     assert row.error.startswith(f"lost: process {no_such_pid()} on ")
+
+
+def test_a_pickled_heartbeat_does_not_beat():
+    """submitit pickles the sweep callback, and its heartbeat, into every job."""
+    import pickle
+
+    beat = Heartbeat(SimpleNamespace(), "r1", interval_s=0.01)
+    copy = pickle.loads(pickle.dumps(beat))
+    assert copy.run_id == "r1" and copy._stop.is_set()
+
+
+def test_at_a_sweeps_end_a_run_still_running_is_lost(sqlite_uri):
+    client, exp = store.open_experiment(sqlite_uri, "e")
+    parent = client.create_run(exp, run_name="sweep", tags={keys.ROLE_TAG: "sweep"}).info.run_id
+    done = client.create_run(exp, run_name="w0", tags={keys.PARENT_TAG: parent}).info.run_id
+    client.set_terminated(done, "FINISHED")
+    left = client.create_run(exp, run_name="w2", tags={keys.PARENT_TAG: parent}).info.run_id
+    assert [x.run.info.run_id for x in lost.end_unfinished(client, parent)] == [left]
+    run = client.get_run(left)
+    assert (run.info.status, run.data.tags[keys.LOST_REASON_TAG]) == ("KILLED", lost.UNFINISHED)
+    assert client.get_run(done).info.status == "FINISHED"

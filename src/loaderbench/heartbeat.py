@@ -92,6 +92,15 @@ class Heartbeat:
             except Exception as exc:  # never raise into the run: the next beat tries again
                 log.debug("heartbeat of run %s not written: %s", self.run_id, exc)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # submitit pickles the sweep callback, its heartbeat too, into every job: a copy there
+        # does not beat (the job's own run has its own heartbeat)
+        return {"client": self.client, "run_id": self.run_id, "interval_s": self.interval_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
+        self._stop.set()
+
     def stop(self) -> None:
         """No more beats. Not joined: a beat waiting on a server away must not hold the run's
         end (a late one lands on an ended run, which is harmless)."""

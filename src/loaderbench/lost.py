@@ -32,6 +32,7 @@ from loaderbench.heartbeat import parse_stamp, pid_namespace
 
 log = logging.getLogger(__name__)
 HEARTBEAT_LIMIT_S = 600.0
+UNFINISHED = "its job ended without ending its run"
 START_SLACK_S = 1.0  # psutil's start times of one process agree to 10 ms; a reused pid's differ
 
 
@@ -226,4 +227,21 @@ def end_lost_here(client: Any) -> list[Lost]:
             keys.KILLED_BY_LOST,
             "; ".join(f"{x.label}: {x.reason}" for x in found),
         )
+    return found
+
+
+def end_unfinished(client: Any, parent_run_id: str) -> list[Lost]:
+    """At a sweep's end, when every job has returned: a run of it still RUNNING lost its
+    process without a word (SIGKILL, out of memory, a dead node) and ends KILLED as lost, so the
+    report says so. Never fatal: a failure is a warning."""
+    try:
+        parent = client.get_run(parent_run_id)
+        found = [Lost(r, UNFINISHED) for r in running_children(client, parent)]
+        for lost in found:
+            mark(client, lost)
+    except Exception as exc:
+        log.warning("could not look for the sweep's unfinished runs: %s", exc)
+        return []
+    if found:
+        log.warning("%d run(s) of the sweep never ended: KILLED as lost", len(found))
     return found

@@ -190,7 +190,8 @@ class SweepCallback(Callback):
     def _finish(self, status: str, tags: dict[str, str] | None = None) -> None:
         parent, self.parent_run_id = self.parent_run_id, None
         ACTIVE.unregister(self)
-        self.heartbeat.stop()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         for var in (keys.PARENT_ENV, keys.SWEPT_ENV):
             os.environ.pop(var, None)
         if tags:
@@ -245,6 +246,7 @@ class SweepCallback(Callback):
         failed = sorted(str(p.parent.name) for p in self.sweep_dir.glob(f"*/{JOB_ERROR_FILE}"))
         if self.parent_run_id is not None:
             parent = self.parent_run_id
+            lost.end_unfinished(self.client, parent)  # every job has returned: none still runs
             result = self._publish(parent)
             self._finish("FINISHED")
             log.info("\n%s", result.markdown)
