@@ -23,6 +23,7 @@ from pathlib import Path
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from loaderbench import config, job, keys, store, tracking
+from loaderbench.active import ACTIVE
 from loaderbench.config import ConfigError
 from loaderbench.job import Setup
 from loaderbench.launch import Launch
@@ -36,7 +37,8 @@ log = logging.getLogger(__name__)
 
 def make_tracker(cfg: DictConfig, launch: Launch) -> tracking.Tracker:
     """The job's tracker: none with ``mlflow.enabled=false``, else the configured store,
-    checked reachable before any work (a dead server is one line naming the URI)."""
+    checked reachable before any work (a dead server, or one that wants credentials, is one
+    line naming the URI)."""
     if not cfg.mlflow.enabled:
         return tracking.NullTracker()
     uri = store.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch.launch_dir)
@@ -47,6 +49,7 @@ def make_tracker(cfg: DictConfig, launch: Launch) -> tracking.Tracker:
         parent_run_id=os.environ.get(keys.PARENT_ENV) if launch.multirun else None,
         system_metrics=cfg.mlflow.system_metrics,
         offline_dir=Path(launch.output_dir or launch.launch_dir) / keys.OFFLINE_DIR,
+        end_lost=not ACTIVE.launching_here(),  # a sweep launched here looked at its start
     )
 
 

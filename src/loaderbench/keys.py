@@ -22,6 +22,14 @@ REPRODUCE_RESULT_TAG = "loaderbench.reproduce_result"  # match / mismatch: ...
 CEILINGS_TAG = "loaderbench.ceilings"  # the bottleneck in words
 RECOMMENDATION_TAG = "loaderbench.dataloader"  # a sweep parent: the DataLoader(...) to paste
 KILLED_BY_TAG = "loaderbench.killed_by"  # on a KILLED run: the signal, e.g. SIGTERM
+KILLED_BY_LOST = "lost"  # ... or "lost": found dead, its process or heartbeat gone
+LOST_REASON_TAG = "loaderbench.lost_reason"  # e.g. "process 1234 on host-a is gone"
+# Where a run's process runs, so a run left RUNNING by a dead one can be told from a live one.
+HOST_TAG = "loaderbench.host"
+PID_TAG = "loaderbench.pid"
+PID_STARTED_TAG = "loaderbench.pid_started"  # its start, s since the epoch: a reused pid differs
+PID_NS_TAG = "loaderbench.pid_ns"  # its pid namespace (Linux): containers with one hostname
+HEARTBEAT_TAG = "loaderbench.heartbeat"  # UTC, refreshed every minute while the process lives
 EMULATED_TAG = "loaderbench.emulated"  # "true" on a run whose step was emulated (bench.mode)
 FED_TAG = "loaderbench.fed"  # an emulated run: FED or STARVED (rule: loaderbench.feeding)
 FED, STARVED = "fed", "starved"

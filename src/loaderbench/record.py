@@ -19,9 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from loaderbench import feeding, keys, tracking
 from loaderbench.active import ACTIVE
 from loaderbench.devices import device_label
+from loaderbench.heartbeat import process_tags
 from loaderbench.provenance import env_tags, scheduler_job_id
 from loaderbench.stopping import signal_name, signals_held
 from loaderbench.timing import EpochStats, projected_samples_per_s, summary_metrics
+from loaderbench.tracking_uri import KEY as URI_PARAM
+from loaderbench.tracking_uri import redact
 
 if TYPE_CHECKING:  # types only: this module builds nothing
     import torch
@@ -39,6 +42,8 @@ def params(cfg: DictConfig, setup: Setup | None, given: dict[str, str]) -> dict[
     (``effective.*``, the data's fingerprint and sizes) once it is built."""
     out = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
     out |= {f"given.{k}": v for k, v in given.items()}  # a relative path as typed
+    if isinstance(uri := out.get(URI_PARAM), str):  # refused with credentials; never recorded
+        out[URI_PARAM] = redact(uri)
     if setup is not None:
         out |= {f"effective.{k}": v for k, v in setup.plan.effective.items()}
         out |= {
@@ -64,6 +69,7 @@ def tags(launch: Launch, setup: Setup | None) -> dict[str, str]:
         out[keys.OUTPUT_DIR_TAG] = launch.output_dir
     if job := scheduler_job_id():
         out[keys.JOB_ID_TAG] = job
+    out |= process_tags()  # host, pid, its start: a run whose process died can be told
     if setup is not None:
         out |= env_tags(setup.device)
         out |= {f"effective.{k}.reason": why for k, why in setup.plan.reasons.items()}
