@@ -277,10 +277,10 @@ def test_the_report_names_the_setting_per_rank_and_why_the_cores_decide():
 
 
 def test_tune_searches_workers_per_rank(monkeypatch):
-    from loaderbench import tune
+    from loaderbench import tune, tune_space
     from tests.helpers import compose_config
 
-    monkeypatch.setattr(tune, "cpu_cores", lambda: 16)
+    monkeypatch.setattr(tune_space, "cpu_cores", lambda: 16)
     one = tune.build_space(compose_config(["sweep=tune"]), {}, accelerator=False)
     four = tune.build_space(compose_config(["sweep=tune", "trainer.ranks=4"]), {}, False)
     assert one.workers == list(range(33)) and four.workers == list(range(9))  # 0 to 2 × 16 / 4

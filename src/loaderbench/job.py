@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -43,7 +44,8 @@ from loaderbench.data import (
     set_epoch,
     transformed,
 )
-from loaderbench.devices import configure_determinism, resolve_device
+from loaderbench.devices import configure_determinism, resolve_device, set_torch_threads
+from loaderbench.emulated import StepTime, make_step, resolve_step
 from loaderbench.loop import EpochRunner, Progress
 from loaderbench.models import build_model, check_model
 from loaderbench.ranks.plan import RankPlan, plan_ranks
@@ -68,6 +70,7 @@ class Setup:
     channels_last: bool
     batch_bytes: int = 0  # one training batch, estimated from one sample (0: no workers)
     delivery: list[str] = field(default_factory=list)  # epochs not delivered exactly once
+    step: StepTime | None = None  # emulated mode's T (loaderbench.emulated)
     ranks: RankPlan = field(default_factory=lambda: RankPlan(1, None, None, 1))
     due: dict[int, int] = field(default_factory=dict)  # epoch -> samples due over all ranks
 
@@ -90,14 +93,34 @@ def instantiate_dataset(cfg: DictConfig) -> DatasetPair:
         raise
 
 
-def build(cfg: DictConfig) -> Setup:
+def build(cfg: DictConfig, launch_dir: str | None = None) -> Setup:
     """Device, data, loaders, model and optimizer from the config (checked: a value that cannot
-    work raises ConfigError naming it)."""
+    work raises ConfigError naming it), and in emulated mode the step's time T (``launch_dir``:
+    where a relative tracking store is, for ``bench.step_from``)."""
     device = resolve_device(cfg.device.type)
     plan = plan_loader(cfg.loader, device=device)
     ranks = plan_ranks(cfg, device, plan.num_workers)
     plan.effective |= ranks.effective()
     configure_determinism(cfg.trainer.deterministic, device)
+    threads = cfg.trainer.get("torch_threads")
+    # several ranks: each rank's threads (trainer.torch_threads, else the cores ÷ the ranks)
+    plan.effective["torch_threads"] = set_torch_threads(ranks.threads or threads)
+    if threads is None:
+        plan.reasons["torch_threads"] = (
+            "trainer.torch_threads=null: torch's default"
+            if ranks.ranks == 1
+            else f"trainer.torch_threads=null: {ranks.cores} usable cores ÷ {ranks.ranks} ranks"
+        )
+    step = None
+    if cfg.bench.mode == keys.MODE_EMULATED:
+        uri = cfg.mlflow.get("tracking_uri")
+        step = resolve_step(cfg.bench, plan.batch_size, uri, launch_dir or os.getcwd())
+        how = "torch.cuda._sleep on the current stream" if device.type == "cuda" else "a sleep"
+        plan.effective["step_ms"] = step.ms
+        plan.reasons["step_ms"] = (
+            f"{step.source}; emulated on {device.type} as {how} (no core, no GIL), "
+            f"step_sync={cfg.bench.step_sync}"
+        )
 
     seed = int(cfg.seed)
     data = instantiate_dataset(cfg)
@@ -135,6 +158,7 @@ def build(cfg: DictConfig) -> Setup:
         batch_bytes=batch_bytes,
         mode=cfg.bench.mode,
         channels_last=bool(cfg.model.get("channels_last", False)),
+        step=step,
         ranks=ranks,
     )
 
@@ -175,6 +199,7 @@ def runner_of(setup: Setup, cfg: DictConfig, **kwargs: Any) -> EpochRunner:
             channels_last=s.channels_last,
             max_batches=cfg.bench.probe_batches,
             sample_ids=len(s.data.train),
+            step=make_step(s.step, cfg.bench.step_sync, s.device) if s.step else None,
         )
         | kwargs
     )
@@ -236,11 +261,12 @@ def record_epoch(
         log.warning("not exactly once: %s", problem)
         s.delivery.append(problem)
     log.info(
-        "epoch %d: %.0f samples/s, waiting for data %.0f%% of the time%s%s",
+        "epoch %d: %.0f samples/s, waiting for data %.0f%% of the time%s%s%s",
         stats.epoch,
         stats.samples_per_s,
         100 * stats.data_wait_fraction,
         f", train loss {stats.loss:.4f}" if s.mode == "train" else "",
+        f", the step waited {stats.step_wait_ms:.2f} ms a step" if stats.step_waits else "",
         f", val acc {stats.val_acc:.3f}" if not math.isnan(stats.val_acc) else "",
     )
 
