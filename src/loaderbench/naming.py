@@ -23,7 +23,7 @@ _SHORT = {
     "torch_threads": "tt",  # intra-op threads of the step (t4 is four loader threads)
 }
 # An emulated step: 20ms, 0.5ms/sample, from-1a2b3c4d; step_sync=step / none as sync / async.
-_UNITS = {"step_ms": "{}ms", "step_per_sample_ms": "{}ms/sample", "step_from": "from-{:.8}"}
+_UNITS = {"step_ms": "{:g}ms", "step_per_sample_ms": "{:g}ms/sample", "step_from": "from-{:.8}"}
 _SYNC = {"step": "sync", "none": "async"}
 _FLAGS = {"pin_memory": "pin", "persistent_workers": "persist", "drop_last": "droplast"}
 
