@@ -73,3 +73,20 @@ def test_an_emulated_run_on_cuda_steps_on_the_device():
     assert "torch.cuda._sleep" in tracker.tags["effective.step_ms.reason"]
     assert tracker.tags[keys.FED_TAG] in (keys.FED, keys.STARVED)
     assert tracker.last(keys.EPOCH_S) >= 8 * 5e-3  # 8 batches of 32, each a 5 ms device step
+
+
+def test_ranks_on_cuda_take_a_device_each_and_more_than_the_devices_are_refused():
+    from loaderbench.config import ConfigError
+    from loaderbench.experiment import prepare
+    from tests.helpers import run_in_memory
+
+    n = torch.cuda.device_count()
+    base = [*SMALL, "device=cuda", "mlflow.enabled=false"]
+    with pytest.raises(ConfigError, match=f"one rank per CUDA device, and torch sees {n} here"):
+        prepare(compose_config([*base, f"trainer.ranks={n + 1}"]))
+    if n < 2:
+        pytest.skip("one CUDA device: nccl takes one device per rank")
+    tracker = run_in_memory(compose_config([*base, "trainer.ranks=2", "loader.num_workers=1"]))
+    assert tracker.params["effective.dist_backend"] == "nccl"
+    assert tracker.tags[keys.EXACTLY_ONCE_TAG] == keys.EXACTLY_ONCE_OK
+    assert math.isfinite(tracker.last(keys.SUMMARY_VAL_ACC))

@@ -41,6 +41,9 @@ class TrainerConfig:
     # Bit-identical results for a seed on CPU; on CUDA it costs speed, so it is a knob.
     deterministic: bool = True
     progress: bool = True  # a bar per epoch, only when stderr is a terminal
+    # DDP ranks of the job on this machine, one process each (torch's elastic launcher; gloo on
+    # a CPU, nccl on CUDA with a device per rank). loader.batch_size is per rank.
+    ranks: int = 1
     # torch.set_num_threads for the step (null: torch's default); it changes the float
     # rounding of a CPU step, so histories differ across values (a knob that defines training)
     torch_threads: int | None = None
@@ -49,6 +52,10 @@ class TrainerConfig:
     def check(t: Any) -> None:
         if t.epochs < 1:
             raise ConfigError(f"trainer.epochs={t.epochs}: must be at least 1")
+        if t.ranks < 1:
+            raise ConfigError(
+                f"trainer.ranks={t.ranks}: must be at least 1 (1: the job in one process)"
+            )
         if t.torch_threads is not None and t.torch_threads < 1:
             raise ConfigError(
                 f"trainer.torch_threads={t.torch_threads}: must be at least 1, or null for "
@@ -136,7 +143,7 @@ class TuneConfig:
     batch_size: bool = False  # also search batch_size (half, as given, double): changes training
     torch_threads: bool = False  # also search trainer.torch_threads (1, 2, 4 .. cores): likewise
     probe_batches: int = 20  # a probe's batches per epoch
-    max_workers: int | None = None  # null: 2 × the cores this process may use
+    max_workers: int | None = None  # null: 2 × the cores this process may use ÷ trainer.ranks
     contexts: list[str] | None = None  # null: every start method of the platform
     prefetch_factors: list[int] = field(default_factory=lambda: [2, 4])
     confirm_within: float = 0.1  # confirm the runner-up too when its probe is this close

@@ -7,7 +7,8 @@ reads ``tune.*`` in :mod:`loaderbench.tune`. It reads as the job runs:
 - :func:`prepare` checks the config and builds everything that can fail on bad input (device,
   loader values, dataset files, memory) before a run is opened in the tracking store, so a typo
   costs nothing and leaves nothing RUNNING;
-- :func:`loaderbench.job.measure` trains while measuring: ranks × a loop over a loader;
+- :func:`loaderbench.job.measure` trains while measuring: ranks × a loop over a loader (the
+  ranks through :mod:`loaderbench.ranks`, which this module hands to it);
 - :func:`run` opens the run, measures under the resource monitor and records how it ended
   (:mod:`loaderbench.record`).
 """
@@ -92,6 +93,13 @@ def prepare(cfg: DictConfig, launch_dir: str | None = None) -> Setup:
     return job.build(cfg, launch_dir)
 
 
+def _run_ranks(cfg: DictConfig, setup: Setup, tracker: tracking.Tracker) -> list:
+    """A job of several ranks (:mod:`loaderbench.ranks`): imported only when a job has them."""
+    from loaderbench.ranks.agent import run_ranks
+
+    return run_ranks(cfg, setup, tracker)
+
+
 def run(
     cfg: DictConfig, tracker: tracking.Tracker | None = None, launch: Launch | None = None
 ) -> float:
@@ -121,7 +129,7 @@ def run(
             tracker.log_metrics(stats)
         budget = cfg.bench.pss_budget
         with ResourceMonitor(cfg.bench.memory_interval_s, pss_budget=budget) as monitor:
-            epochs = job.measure(cfg, setup, tracker)
+            epochs = job.measure(cfg, setup, tracker, ranks=_run_ranks)
         wall_s = time.perf_counter() - wall0
         return record.finished(setup, epochs, monitor.usage, setup_s=setup_s, wall_s=wall_s)
     except KeyboardInterrupt as stop:  # stopping.Interrupted (SIGTERM) is one too

@@ -128,6 +128,8 @@ LOSS_TRAIN, ACC_TRAIN, LOSS_VAL, ACC_VAL = "loss/train", "acc/train", "loss/val"
 SAMPLES_SEEN = "data/samples_seen"  # samples delivered, repeats included
 DUPLICATE_SAMPLES = "data/duplicate_samples"  # deliveries beyond a sample's first
 MISSING_SAMPLES = "data/missing_samples"  # samples never delivered (drop_last's tail included)
+# With ranks: samples repeated to even out the ranks' shares (expected, not duplicates).
+PADDED_SAMPLES = "data/padded_samples"
 # An emulated run: the ms a step waited for its batch (the device sat idle), per steady step.
 STEP_WAIT_MS = "stall/step_wait_ms"
 
@@ -145,6 +147,10 @@ SUMMARY_WALL = "summary/wall_s"
 SUMMARY_WARMUP_BATCHES = "summary/warmup_batches"
 # A probe's (bench.probe_batches) throughput projected to full epochs: what the tuner ranks.
 SUMMARY_PROJECTED = "summary/projected_samples_per_s"
+# Multi-rank runs (trainer.ranks > 1): each rank's stall per epoch, and the rank that waited most.
+RANK_DATA_WAIT_FRACTION = "rank/{}/data_wait_fraction"  # .format(rank)
+SUMMARY_SLOWEST_RANK = "summary/slowest_rank"
+RANKS_PARAM = "trainer.ranks"
 # An emulated run: summary of stall/step_wait_ms over the steady epochs (what fed is judged on).
 SUMMARY_STEP_WAIT = "summary/step_wait_ms"
 # A train or model_only run: its steady compute per batch, in ms (what bench.step_from reads).

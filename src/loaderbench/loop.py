@@ -208,7 +208,11 @@ class EpochRunner:
     always: a probe's accuracy is that of a cut epoch, on part of the validation set).
 
     ``sample_ids``: the training split's id space (its length); when set, train, emulated and
-    loader_only count every epoch's ids (:class:`SampleIds`).
+    loader_only count every epoch's ids (:class:`SampleIds`), kept as :attr:`ids` until the
+    next epoch (a rank sums them with the other ranks').
+
+    ``eval_model``: what evaluates, when it is not ``model`` (a rank trains through
+    DistributedDataParallel and evaluates its own share with the plain module: no collective).
     """
 
     mode: str
@@ -221,6 +225,8 @@ class EpochRunner:
     max_batches: int | None = None
     sample_ids: int | None = None
     step: Step | None = None  # emulated mode's step (loaderbench.emulated.make_step)
+    eval_model: nn.Module | None = None
+    ids: SampleIds | None = None
     _batch: Any = None
     _fetch_s: float = math.nan
 
@@ -237,7 +243,7 @@ class EpochRunner:
             max_batches=self.max_batches,
             progress=progress,
         )
-        ids = SampleIds(self.sample_ids) if self.sample_ids else None
+        ids = self.ids = SampleIds(self.sample_ids) if self.sample_ids else None
         if self.mode == "loader_only":
             return iterate_loader(self.train_loader, self.device, ids=ids, **common)
         if self.mode == keys.MODE_EMULATED:
@@ -270,7 +276,7 @@ class EpochRunner:
         )
         t0 = time.perf_counter()
         stats.val_loss, stats.val_acc = evaluate(
-            self.model,
+            self.eval_model or self.model,
             self.val_loader,
             self.device,
             channels_last=self.channels_last,

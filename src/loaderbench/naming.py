@@ -20,6 +20,7 @@ _SHORT = {
     "prefetch_factor": "pf",
     "repeat": "r",
     "probe_batches": "probe",
+    "ranks": "ddp",  # ``r`` already means a repeat
     "torch_threads": "tt",  # intra-op threads of the step (t4 is four loader threads)
 }
 # An emulated step: 20ms, 0.5ms/sample, from-1a2b3c4d; step_sync=step / none as sync / async.
@@ -53,8 +54,8 @@ def run_name(
     at null (torch's default, e.g. no prefetch_factor at num_workers=0). A swept config group
     is named by the option Hydra chose (``choices``, from ``hydra.runtime.choices``:
     ``loader=article_w8_spawn`` gives ``article_w8_spawn``), else by its node's ``name``. A
-    single run: the worker count, any loader knob set away from torch's default, and the
-    step's threads where set (``tt2``).
+    single run: the worker count, any loader knob set away from torch's default, the ranks
+    when there are several (``w2-ddp4``) and the step's threads where set (``tt2``).
     """
     if swept is None:
         lc, default = cfg.loader, LoaderConfig()
@@ -69,6 +70,8 @@ def run_name(
             )
             if lc.get(k) != getattr(default, k)
         ]
+        if OmegaConf.select(cfg, "trainer.ranks", default=1) != 1:
+            swept.append("trainer.ranks")
         swept.append("trainer.torch_threads")  # left out at null, as any key
     parts = []
     for key in swept:

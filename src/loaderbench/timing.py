@@ -53,6 +53,7 @@ class EpochStats:
     samples_seen: float = float("nan")
     duplicate_samples: float = float("nan")
     missing_samples: float = float("nan")
+    padded_samples: float = float("nan")  # with ranks: the split's planned repeats that arrived
     # (seconds since the epoch's start, samples so far) at the end of every step: the noise
     # estimate's raw material; one tuple append per step (~0.1 us).
     marks: list[tuple[float, int]] = field(default_factory=list, repr=False)
@@ -250,6 +251,8 @@ def epoch_metrics(stats: EpochStats) -> dict[str, float]:
             keys.DUPLICATE_SAMPLES: stats.duplicate_samples,
             keys.MISSING_SAMPLES: stats.missing_samples,
         }
+    if not math.isnan(stats.padded_samples):  # an epoch split over ranks
+        metrics[keys.PADDED_SAMPLES] = stats.padded_samples
     return metrics
 
 

@@ -2,7 +2,8 @@
 
 The knobs that leave training unchanged are nearly separable, and the search uses that:
 
-1. **workers**: every ``num_workers`` from 0 to ``tune.max_workers`` (2 × the cores), with the
+1. **workers**: every ``num_workers`` from 0 to ``tune.max_workers`` (2 × the cores, ÷ the ranks
+   with ``trainer.ranks=N``: workers per rank, as each rank builds its loader), with the
    cheapest start-up (fork where the platform has it, persistent workers when there is more
    than one epoch). The worker count sets the steady rate: how the loader's processes and the training
    step share the cores.

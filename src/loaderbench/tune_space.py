@@ -9,7 +9,7 @@ import multiprocessing
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from loaderbench import keys, naming
 from loaderbench.data.loader import TORCH_DEFAULT_PREFETCH
@@ -105,7 +105,9 @@ def build_space(config: DictConfig, pinned: dict[str, list[str]], accelerator: b
     (``loader.num_workers=0,2`` searches those two; ``loader.multiprocessing_context=spawn``
     fixes it)."""
     t = config.tune
-    max_workers = t.max_workers if t.max_workers is not None else 2 * cpu_cores()
+    # with ranks, each builds a loader: workers per rank, the cores shared by them all
+    ranks = max(int(OmegaConf.select(config, keys.RANKS_PARAM, default=1) or 1), 1)
+    max_workers = t.max_workers if t.max_workers is not None else 2 * cpu_cores() // ranks
     available = sorted(
         multiprocessing.get_all_start_methods(), key=lambda c: CHEAPEST_START.index(c)
     )

@@ -42,6 +42,8 @@ class Analysis:
     predictions: list[predict.Prediction] = field(default_factory=list)  # train, per setting
     feed: feed.Feed | None = None  # emulated runs: fed or starved, the fewest fed workers
     emulated_predictions: list[predict.EmulatedPrediction] = field(default_factory=list)
+    per_rank: str = ""  # the recommendation as each rank uses it (several ranks), else ""
+    by_ranks: list[str] = field(default_factory=list)  # the fastest at each trainer.ranks
 
     @property
     def n_runs(self) -> int:
@@ -73,6 +75,9 @@ def analyze(name: str, rows: list[RunRow], search: dict[str, float] | None = Non
     warnings, repro = check_reproducibility([r for r in rows if not r.probe], varied)
     ceilings, efficiencies = find_ceilings(full)
     recommendation = verdict.snippet(v.pick.runs[0]) if v.pick else ""
+    per_rank = verdict.per_rank(v.pick.runs[0]) if v.pick else ""
+    if per_rank:  # the verdict names the setting each rank uses
+        v.sentence += f" {per_rank[0].upper()}{per_rank[1:]}."
     delivery, idle = data_notes(rows)
     return Analysis(
         name=name,
@@ -95,6 +100,8 @@ def analyze(name: str, rows: list[RunRow], search: dict[str, float] | None = Non
         predictions=predict.predict(right),
         feed=fed,
         emulated_predictions=predict.predict_emulated(right),
+        per_rank=per_rank,
+        by_ranks=fastest_by_ranks(full) if keys.RANKS_PARAM in varied else [],
     )
 
 
@@ -140,6 +147,24 @@ def make_verdict(groups: list[Group]) -> verdict.Verdict:
         names = ", ".join(g.label for g in wrong)
         v.sentence += f" Left out: {names} (samples not delivered exactly once)."
     return v
+
+
+def fastest_by_ranks(groups: list[Group]) -> list[str]:
+    """The fastest training setting at each number of ranks, per rank: histories and batches
+    compare only at the same N (the global batch is N × loader.batch_size)."""
+    by: dict[int, list[Group]] = {}
+    for g in groups:
+        if g.runs[0].mode == keys.MODE_TRAIN and not any(r.delivered_wrong for r in g.runs):
+            by.setdefault(verdict.ranks_of(g.runs[0]), []).append(g)
+    lines = []
+    for n, gs in sorted(by.items()):
+        best = max(gs, key=lambda g: g.median())
+        setting = verdict.per_rank(best.runs[0]) or f"`{verdict.snippet(best.runs[0])}`"
+        lines.append(
+            f"{n} rank{'s' if n > 1 else ''}: {best.label} at {best.median():.0f} samples/s "
+            f"({setting})"
+        )
+    return lines
 
 
 def data_notes(rows: list[RunRow]) -> tuple[list[str], list[str]]:

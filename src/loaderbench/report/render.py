@@ -86,7 +86,14 @@ def _repeats_section(a: Analysis) -> list[str]:
 def _recommendation(a: Analysis) -> list[str]:
     if not a.recommendation:
         return []
-    return ["## Use this", "", "```python", a.recommendation, "```", "", a.why, ""]
+    code = [a.recommendation]
+    if a.per_rank:  # several ranks: each builds this loader
+        code.insert(0, f"# per rank ({a.per_rank.rsplit('; ', 1)[-1]})")
+    out = ["## Use this", "", "```python", *code, "```", "", a.why, ""]
+    if a.by_ranks:
+        out += ["Fastest at each number of ranks (compare workers within one N):", ""]
+        out += [f"- {line}" for line in a.by_ranks] + [""]
+    return out
 
 
 def search_line(a: Analysis) -> str:
