@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -39,3 +40,53 @@ def test_cuda_histories_are_identical_across_loader_settings():
     assert history("loader.num_workers=0") == history(
         "loader.num_workers=2", "loader.pin_memory=true"
     )
+
+
+def test_the_emulated_step_is_a_device_wait_on_the_current_stream():
+    from loaderbench.emulated import CudaStep, StepTime
+
+    step = CudaStep(StepTime(20.0, None, 8, "test"), "none", torch.device("cuda"))
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    step(8)
+    step(8)
+    queued = time.perf_counter() - t0  # two launches: the host goes on while the device works
+    step(8)  # a third waits for the oldest: at most two steps in flight
+    blocked = time.perf_counter() - t0
+    step.drain()
+    total = time.perf_counter() - t0
+    assert queued < 0.015 <= blocked and total >= 0.055  # 3 x 20 ms of device time
+    (start, end), *_ = step._events
+    assert start.elapsed_time(end) == pytest.approx(20.0, rel=0.1)  # the calibrated cycles
+    waits = step.take_waits()
+    assert len(waits) == 2 and max(waits) < 0.002  # queued back to back: no idle between
+
+
+def test_an_emulated_run_on_cuda_steps_on_the_device():
+    tracker = tracking.InMemoryTracker()
+    cfg = compose_config(
+        [*SMALL, "device=cuda", "loader.pin_memory=true", "loader.num_workers=2",
+         "bench.mode=emulated", "bench.step_ms=5", "mlflow.enabled=false"]
+    )  # fmt: skip
+    run(cfg, tracker=tracker)
+    assert tracker.status == "FINISHED"
+    assert "torch.cuda._sleep" in tracker.tags["effective.step_ms.reason"]
+    assert tracker.tags[keys.FED_TAG] in (keys.FED, keys.STARVED)
+    assert tracker.last(keys.EPOCH_S) >= 8 * 5e-3  # 8 batches of 32, each a 5 ms device step
+
+
+def test_ranks_on_cuda_take_a_device_each_and_more_than_the_devices_are_refused():
+    from loaderbench.config import ConfigError
+    from loaderbench.experiment import prepare
+    from tests.helpers import run_in_memory
+
+    n = torch.cuda.device_count()
+    base = [*SMALL, "device=cuda", "mlflow.enabled=false"]
+    with pytest.raises(ConfigError, match=f"one rank per CUDA device, and torch sees {n} here"):
+        prepare(compose_config([*base, f"trainer.ranks={n + 1}"]))
+    if n < 2:
+        pytest.skip("one CUDA device: nccl takes one device per rank")
+    tracker = run_in_memory(compose_config([*base, "trainer.ranks=2", "loader.num_workers=1"]))
+    assert tracker.params["effective.dist_backend"] == "nccl"
+    assert tracker.tags[keys.EXACTLY_ONCE_TAG] == keys.EXACTLY_ONCE_OK
+    assert math.isfinite(tracker.last(keys.SUMMARY_VAL_ACC))

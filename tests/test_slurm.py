@@ -125,3 +125,29 @@ def test_a_cancelled_job_ends_killed_and_the_sweep_finishes(cluster, tmp_path):
     assert parent.data.metrics[keys.SWEEP_N_FAILED] == 1
     report = store.read_text(client, parent.info.run_id, keys.REPORT_MD)
     assert f"**{killed.info.run_name}**" in report and "stopped by SIGTERM" in report
+
+
+def test_a_two_rank_job_runs_its_ranks_inside_one_slurm_job(cluster, tmp_path):
+    """trainer.ranks=2 under hydra/launcher=slurm: each job of the sweep is one Slurm job on
+    one node, whose cpus_per_task (here every core) covers its ranks; the elastic launcher
+    starts the ranks inside it and the job's one run is on the server."""
+    proc = sweep(cluster, tmp_path, "trainer.ranks=2", "loader.num_workers=0,1",
+                 "dataset.size=129", "dataset.val_size=32", "trainer.epochs=1")  # fmt: skip
+    out = proc.communicate(timeout=900)[0]
+    print(out[-4000:])
+    assert proc.returncode == 0
+    client = store.open_store(cluster["uri"])
+    parent, children = sweep_of(client, out)
+    assert sorted(c.info.run_name for c in children) == ["w0", "w1"]
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.params["effective.ranks"] == "2"
+        assert child.data.params["effective.dist_backend"] == "gloo"
+        assert child.data.tags[keys.JOB_ID_TAG]  # a Slurm job, not this process
+        assert child.data.tags[keys.EXACTLY_ONCE_TAG] == keys.EXACTLY_ONCE_OK
+        assert child.data.metrics[keys.PADDED_SAMPLES] == 1
+        assert {
+            "rank/0/data_wait_fraction",
+            "rank/1/data_wait_fraction",
+        } <= child.data.metrics.keys()
+    assert parent.data.tags[keys.REPRO_TAG] == "identical"

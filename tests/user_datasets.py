@@ -53,6 +53,18 @@ def tensors_split(split: str = "train", n: int = 96) -> Dataset:
     return Tensors(n=n // 2 if split == "val" else n)
 
 
+class FailsInRank(Tensors):
+    """Builds everywhere but in rank ``rank`` of a multi-rank job (a file only some nodes
+    have, say): there it raises, as a user's dataset would."""
+
+    def __init__(self, rank: int = 1, **kwargs):
+        import os
+
+        if os.environ.get("RANK") == str(rank):
+            raise FileNotFoundError(f"/data/shard-{rank}.bin: no such file on this node")
+        super().__init__(**kwargs)
+
+
 class HoldsFile(Tensors):
     """Opens its file in __init__: fine under fork, unpicklable under spawn."""
 

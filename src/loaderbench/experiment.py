@@ -7,7 +7,8 @@ reads ``tune.*`` in :mod:`loaderbench.tune`. It reads as the job runs:
 - :func:`prepare` checks the config and builds everything that can fail on bad input (device,
   loader values, dataset files, memory) before a run is opened in the tracking store, so a typo
   costs nothing and leaves nothing RUNNING;
-- :func:`loaderbench.job.measure` trains while measuring: ranks × a loop over a loader;
+- :func:`loaderbench.job.measure` trains while measuring: ranks × a loop over a loader (the
+  ranks through :mod:`loaderbench.ranks`, which this module hands to it);
 - :func:`run` opens the run, measures under the resource monitor and records how it ended
   (:mod:`loaderbench.record`).
 """
@@ -83,12 +84,20 @@ def _check_required(cfg: DictConfig) -> None:
         raise ConfigError(f"{exc.full_key} must be set: pass {exc.full_key}=...") from None
 
 
-def prepare(cfg: DictConfig) -> Setup:
+def prepare(cfg: DictConfig, launch_dir: str | None = None) -> Setup:
     """Check the config (every value set, every range) and build device, data, loaders, model
-    and optimizer (:func:`loaderbench.job.build`)."""
+    and optimizer (:func:`loaderbench.job.build`; ``launch_dir``: where a relative tracking
+    store lies, default the current directory)."""
     _check_required(cfg)
     config.check(cfg)
-    return job.build(cfg)
+    return job.build(cfg, launch_dir)
+
+
+def _run_ranks(cfg: DictConfig, setup: Setup, tracker: tracking.Tracker) -> list:
+    """A job of several ranks (:mod:`loaderbench.ranks`): imported only when a job has them."""
+    from loaderbench.ranks.agent import run_ranks
+
+    return run_ranks(cfg, setup, tracker)
 
 
 def run(
@@ -113,14 +122,14 @@ def run(
     setup: Setup | None = None
     try:
         t0 = time.perf_counter()
-        setup = prepare(cfg)
+        setup = prepare(cfg, launch.launch_dir)
         setup_s = time.perf_counter() - t0
         record.open(setup)
         if stats := job.data_stats(setup):
             tracker.log_metrics(stats)
         budget = cfg.bench.pss_budget
         with ResourceMonitor(cfg.bench.memory_interval_s, pss_budget=budget) as monitor:
-            epochs = job.measure(cfg, setup, tracker)
+            epochs = job.measure(cfg, setup, tracker, ranks=_run_ranks)
         wall_s = time.perf_counter() - wall0
         return record.finished(setup, epochs, monitor.usage, setup_s=setup_s, wall_s=wall_s)
     except KeyboardInterrupt as stop:  # stopping.Interrupted (SIGTERM) is one too

@@ -3,16 +3,20 @@
 :func:`build` makes, from the config alone, what one rank needs (device, datasets, loaders,
 model, optimizer), checking everything that can fail on bad input; :func:`train` runs the
 measured epochs over its loader; :func:`measure` is the one place where a job becomes
-processes and loaders. Today that is one rank, this process, over the DataLoaders
-:func:`build` made. Several ranks (each building its own dataset and loader from the config and
-running :func:`train` over its share, rank 0 recording) and other loader backends come in
-here, and nowhere else: :mod:`loaderbench.experiment` opens and records the run around it.
+processes and loaders. With one rank that is this process, over the DataLoaders :func:`build`
+made. With ``trainer.ranks=N`` it is N ranks started by torch's elastic launcher
+(:mod:`loaderbench.ranks`), each building its own dataset and loader from the config and
+running :func:`epochs` over its share, rank 0 gathering the ranks' figures for this process to
+record (:func:`record_epoch`). :mod:`loaderbench.experiment` opens and records the run around it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,9 +44,11 @@ from loaderbench.data import (
     set_epoch,
     transformed,
 )
-from loaderbench.devices import configure_determinism, resolve_device
+from loaderbench.devices import configure_determinism, resolve_device, set_torch_threads
+from loaderbench.emulated import StepTime, make_step, resolve_step
 from loaderbench.loop import EpochRunner, Progress
 from loaderbench.models import build_model, check_model
+from loaderbench.ranks.plan import RankPlan, plan_ranks
 from loaderbench.stopping import stopped_with_workers
 from loaderbench.timing import EpochStats, epoch_metrics
 
@@ -64,9 +70,15 @@ class Setup:
     channels_last: bool
     batch_bytes: int = 0  # one training batch, estimated from one sample (0: no workers)
     delivery: list[str] = field(default_factory=list)  # epochs not delivered exactly once
+    step: StepTime | None = None  # emulated mode's T (loaderbench.emulated)
+    ranks: RankPlan = field(default_factory=lambda: RankPlan(1, None, None, 1))
+    due: dict[int, int] = field(default_factory=dict)  # epoch -> samples due over all ranks
 
     def epoch_samples(self, epoch: int) -> int:
-        """The training samples due in ``epoch``, as the loader splits it."""
+        """The training samples due in ``epoch``, as the loader splits it (over all ranks: what
+        they reported)."""
+        if epoch in self.due:
+            return self.due[epoch]
         return epoch_samples(self.train_loader, epoch)
 
 
@@ -81,12 +93,34 @@ def instantiate_dataset(cfg: DictConfig) -> DatasetPair:
         raise
 
 
-def build(cfg: DictConfig) -> Setup:
+def build(cfg: DictConfig, launch_dir: str | None = None) -> Setup:
     """Device, data, loaders, model and optimizer from the config (checked: a value that cannot
-    work raises ConfigError naming it)."""
+    work raises ConfigError naming it), and in emulated mode the step's time T (``launch_dir``:
+    where a relative tracking store is, for ``bench.step_from``)."""
     device = resolve_device(cfg.device.type)
     plan = plan_loader(cfg.loader, device=device)
+    ranks = plan_ranks(cfg, device, plan.num_workers)
+    plan.effective |= ranks.effective()
     configure_determinism(cfg.trainer.deterministic, device)
+    threads = cfg.trainer.get("torch_threads")
+    # several ranks: each rank's threads (trainer.torch_threads, else the cores ÷ the ranks)
+    plan.effective["torch_threads"] = set_torch_threads(ranks.threads or threads)
+    if threads is None:
+        plan.reasons["torch_threads"] = (
+            "trainer.torch_threads=null: torch's default"
+            if ranks.ranks == 1
+            else f"trainer.torch_threads=null: {ranks.cores} usable cores ÷ {ranks.ranks} ranks"
+        )
+    step = None
+    if cfg.bench.mode == keys.MODE_EMULATED:
+        uri = cfg.mlflow.get("tracking_uri")
+        step = resolve_step(cfg.bench, plan.batch_size, uri, launch_dir or os.getcwd())
+        how = "torch.cuda._sleep on the current stream" if device.type == "cuda" else "a sleep"
+        plan.effective["step_ms"] = step.ms
+        plan.reasons["step_ms"] = (
+            f"{step.source}; emulated on {device.type} as {how} (no core, no GIL), "
+            f"step_sync={cfg.bench.step_sync}"
+        )
 
     seed = int(cfg.seed)
     data = instantiate_dataset(cfg)
@@ -124,6 +158,8 @@ def build(cfg: DictConfig) -> Setup:
         batch_bytes=batch_bytes,
         mode=cfg.bench.mode,
         channels_last=bool(cfg.model.get("channels_last", False)),
+        step=step,
+        ranks=ranks,
     )
 
 
@@ -137,28 +173,56 @@ def data_stats(setup: Setup) -> dict[str, float]:
     return stats
 
 
-def measure(cfg: DictConfig, setup: Setup, tracker: tracking.Tracker) -> list[EpochStats]:
+RunRanks = Callable[[DictConfig, Setup, tracking.Tracker], list[EpochStats]]
+
+
+def measure(
+    cfg: DictConfig, setup: Setup, tracker: tracking.Tracker, *, ranks: RunRanks | None = None
+) -> list[EpochStats]:
     """The job's measured epochs, their metrics to ``tracker``: one rank in this process, over
-    ``setup``'s loaders (see the module's docstring for what comes in here)."""
+    ``setup``'s loaders, or ``trainer.ranks`` ranks through ``ranks`` (see the module's
+    docstring). ``ranks`` is :func:`loaderbench.ranks.agent.run_ranks`, passed in by the caller:
+    it runs this module's functions in each rank, so this module cannot import it."""
+    if setup.ranks.ranks > 1:
+        if ranks is None:
+            raise ValueError("a job of several ranks: pass ranks=loaderbench.ranks.agent.run_ranks")
+        return ranks(cfg, setup, tracker)
     return train(setup, cfg, tracker)
 
 
-def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[EpochStats]:
-    """The measured epochs; metrics go to ``tracker`` once per epoch."""
+def runner_of(setup: Setup, cfg: DictConfig, **kwargs: Any) -> EpochRunner:
+    """The epoch runner over ``setup``'s loaders (``kwargs``: a rank's model and evaluator)."""
     s = setup
-    runner = EpochRunner(
-        s.mode,
-        s.model,
-        s.optimizer,
-        s.device,
-        s.train_loader,
-        s.val_loader,
-        channels_last=s.channels_last,
-        max_batches=cfg.bench.probe_batches,
-        sample_ids=len(s.data.train),
+    options: dict[str, Any] = (
+        dict(
+            model=s.model,
+            channels_last=s.channels_last,
+            max_batches=cfg.bench.probe_batches,
+            sample_ids=len(s.data.train),
+            step=make_step(s.step, cfg.bench.step_sync, s.device) if s.step else None,
+        )
+        | kwargs
     )
+    return EpochRunner(
+        s.mode,
+        optimizer=s.optimizer,
+        device=s.device,
+        train_loader=s.train_loader,
+        val_loader=s.val_loader,
+        **options,
+    )
+
+
+def epochs(
+    setup: Setup,
+    cfg: DictConfig,
+    runner: EpochRunner,
+    around: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> Iterator[EpochStats]:
+    """The measured epochs, one at a time, with torch's raw words for a known loader fault
+    turned into its cause and fix. ``around``: what each epoch runs in (a rank's DDP join)."""
+    s = setup
     before_epoch = getattr(s.data.train, "before_epoch", None)
-    epochs: list[EpochStats] = []
     for epoch in range(cfg.trainer.epochs):
         set_epoch(s.train_loader, epoch)
         if before_epoch is not None:
@@ -166,9 +230,10 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
         total = min(len(s.train_loader), cfg.bench.probe_batches or len(s.train_loader))
         progress = Progress(total, f"epoch {epoch}", enabled=cfg.trainer.progress)
         try:
-            stats = runner.run_epoch(
-                epoch, warmup_batches=cfg.bench.warmup_batches, progress=progress
-            )
+            with around():
+                stats = runner.run_epoch(
+                    epoch, warmup_batches=cfg.bench.warmup_batches, progress=progress
+                )
         except RuntimeError as exc:  # torch's raw words for a known fault: add cause and fix
             if stop := stopped_with_workers(exc):  # not a fault: the job was stopped
                 raise stop from None
@@ -178,22 +243,44 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
             raise
         finally:
             progress.close()
-        tracker.log_metrics(epoch_metrics(stats), step=epoch)
+        yield stats
+
+
+def record_epoch(
+    setup: Setup,
+    tracker: tracking.Tracker,
+    stats: EpochStats,
+    due: int,
+    extra: dict[str, float] | None = None,
+) -> None:
+    """One epoch's metrics (and ``extra`` ones) to ``tracker``, its exactly-once check against
+    ``due`` samples, and its line in the log."""
+    s = setup
+    tracker.log_metrics(epoch_metrics(stats) | (extra or {}), step=stats.epoch)
+    if problem := exactly_once.check(stats, due):
+        log.warning("not exactly once: %s", problem)
+        s.delivery.append(problem)
+    log.info(
+        "epoch %d: %.0f samples/s, waiting for data %.0f%% of the time%s%s%s",
+        stats.epoch,
+        stats.samples_per_s,
+        100 * stats.data_wait_fraction,
+        f", train loss {stats.loss:.4f}" if s.mode == "train" else "",
+        f", the step waited {stats.step_wait_ms:.2f} ms a step" if stats.step_waits else "",
+        f", val acc {stats.val_acc:.3f}" if not math.isnan(stats.val_acc) else "",
+    )
+
+
+def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[EpochStats]:
+    """The measured epochs in this process; metrics go to ``tracker`` once per epoch."""
+    runner = runner_of(setup, cfg)
+    out: list[EpochStats] = []
+    for stats in epochs(setup, cfg, runner):
         # a probe cuts its epochs short: what it fetched is what was due
-        due = stats.samples if runner.max_batches else s.epoch_samples(epoch)
-        if problem := exactly_once.check(stats, due):
-            log.warning("not exactly once: %s", problem)
-            s.delivery.append(problem)
-        log.info(
-            "epoch %d: %.0f samples/s, waiting for data %.0f%% of the time%s%s",
-            epoch,
-            stats.samples_per_s,
-            100 * stats.data_wait_fraction,
-            f", train loss {stats.loss:.4f}" if s.mode == "train" else "",
-            f", val acc {stats.val_acc:.3f}" if not math.isnan(stats.val_acc) else "",
-        )
-        epochs.append(stats)
-    return epochs
+        due = stats.samples if runner.max_batches else setup.epoch_samples(stats.epoch)
+        record_epoch(setup, tracker, stats, due)
+        out.append(stats)
+    return out
 
 
 def close(setup: Setup) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from loaderbench import keys, tracking
+from loaderbench import feeding, keys, tracking
 from loaderbench.active import ACTIVE
 from loaderbench.devices import device_label
 from loaderbench.heartbeat import process_tags
@@ -73,7 +73,32 @@ def tags(launch: Launch, setup: Setup | None) -> dict[str, str]:
     if setup is not None:
         out |= env_tags(setup.device)
         out |= {f"effective.{k}.reason": why for k, why in setup.plan.reasons.items()}
+        if setup.step is not None:
+            out[keys.EMULATED_TAG] = "true"
     return out
+
+
+class Objective(float):
+    """A run's figure for a sweeper (a float), with ``fed``: whether its emulated step was fed
+    (None in the other modes), which ``sweep=tune`` reads in emulated mode."""
+
+    fed: bool | None = None
+
+    def __reduce__(self) -> tuple:  # pickled by submitit's launcher: keep the attribute
+        return (_objective, (float(self), self.fed))
+
+
+def _objective(value: float, fed: bool | None) -> Objective:
+    out = Objective(value)
+    out.fed = fed
+    return out
+
+
+def feed_line(summary: dict[str, float], step_ms: float) -> str:
+    """An emulated run's answer in words: ``the 20 ms step waited 0.12 ms a step: fed``."""
+    wait = summary.get(keys.SUMMARY_STEP_WAIT, math.nan)
+    verdict = feeding.label(wait, step_ms) or "too few steps to say"
+    return f"the {step_ms:.3g} ms step waited {wait:.3g} ms a step for data: {verdict}"
 
 
 def summary_line(summary: dict[str, float], data: DatasetPair, device: torch.device) -> str:
@@ -146,6 +171,13 @@ class Record:
         self.tracker.log_metrics(summary)
         line = summary_line(summary, setup.data, setup.device)
         done = {keys.NOTE_TAG: line}
+        fed = None
+        if setup.step is not None:
+            wait = summary.get(keys.SUMMARY_STEP_WAIT, math.nan)
+            fed = feeding.is_fed(wait, setup.step.ms)
+            if fed is not None:
+                done[keys.FED_TAG] = feeding.label(wait, setup.step.ms)
+            line = done[keys.NOTE_TAG] = f"{feed_line(summary, setup.step.ms)}; {line}"
         if any(e.samples_seen >= 0 for e in epochs):  # counted (not model_only's cached batch)
             done[keys.EXACTLY_ONCE_TAG] = "; ".join(setup.delivery) or keys.EXACTLY_ONCE_OK
         self.tracker.set_tags(done)
@@ -154,7 +186,9 @@ class Record:
         log.info("recorded: %s", self.tracker.where())
         if setup.delivery:
             return math.nan
-        return summary.get(keys.SUMMARY_PROJECTED, summary[keys.SUMMARY_SAMPLES_PER_S])
+        return _objective(
+            summary.get(keys.SUMMARY_PROJECTED, summary[keys.SUMMARY_SAMPLES_PER_S]), fed
+        )
 
     def killed(self, stop: BaseException) -> None:
         """Ctrl-C or SIGTERM: the open run KILLED with the signal's name, uninterrupted by a

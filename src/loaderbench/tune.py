@@ -2,7 +2,8 @@
 
 The knobs that leave training unchanged are nearly separable, and the search uses that:
 
-1. **workers**: every ``num_workers`` from 0 to ``tune.max_workers`` (2 × the cores), with the
+1. **workers**: every ``num_workers`` from 0 to ``tune.max_workers`` (2 × the cores, ÷ the ranks
+   with ``trainer.ranks=N``: workers per rank, as each rank builds its loader), with the
    cheapest start-up (fork where the platform has it, persistent workers when there is more
    than one epoch). The worker count sets the steady rate: how the loader's processes and the training
    step share the cores.
@@ -11,6 +12,15 @@ The knobs that leave training unchanged are nearly separable, and the search use
    context's start-up cost does not depend on persistence, which only decides how often it is
    paid.
 3. **prefetch**: the other ``tune.prefetch_factors`` for the fastest so far (the queue depth).
+
+With ``tune.torch_threads=true`` a **threads** stage comes after the workers: every thread count
+of the step (1, 2, 4, .. the cores) for the fastest setting, and with as many workers as the
+cores that count leaves (fewer threads give the workers cores of their own).
+
+In ``bench.mode=emulated`` the question is another: the fewest workers that keep the step fed
+(:mod:`loaderbench.feeding`). The workers stage then counts up and stops at the first probe
+that is fed; the full runs confirm it and the count below it, which starved (or, when none
+was fed, the fastest probe); the report's fed verdict decides among them.
 
 Each of those trials is a *probe*: the user's own job with ``bench.probe_batches`` batches an
 epoch (and at most as many validation batches), ranked by its throughput projected to full epochs
@@ -31,137 +41,51 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from omegaconf import DictConfig
 
-from loaderbench import keys, naming
+from loaderbench import keys
 from loaderbench.config import ConfigError, TuneConfig
-from loaderbench.data.loader import TORCH_DEFAULT_PREFETCH
-from loaderbench.provenance import cpu_cores
+from loaderbench.tune_space import (
+    BATCH,
+    CHEAPEST_START,
+    CONTEXT,
+    PERSISTENT,
+    PIN,
+    PINNABLE,
+    PREFETCH,
+    THREADS,
+    WORKERS,
+    Candidate,
+    Space,
+    build_space,
+)
 
+# the space's names, as before the space had a module of its own
+__all__ = [
+    "BATCH",
+    "CHEAPEST_START",
+    "CONTEXT",
+    "PERSISTENT",
+    "PIN",
+    "PINNABLE",
+    "PREFETCH",
+    "RESERVE",
+    "THREADS",
+    "WORKERS",
+    "Candidate",
+    "Search",
+    "Space",
+    "Trial",
+    "accelerator",
+    "build_space",
+    "tuned_keys",
+]
 log = logging.getLogger(__name__)
-WORKERS = keys.WORKERS_PARAM
-CONTEXT, PERSISTENT = "loader.multiprocessing_context", "loader.persistent_workers"
-PREFETCH, PIN, BATCH = "loader.prefetch_factor", "loader.pin_memory", keys.BATCH_SIZE_PARAM
-CHEAPEST_START = ("fork", "forkserver", "spawn")  # the order a context is tried in
 RESERVE = TuneConfig.CONFIRMING  # trials kept for the confirming runs
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One setting of the tuned knobs (a knob at ``None`` is left to torch's default)."""
-
-    workers: int
-    context: str | None = None
-    persistent: bool = False
-    prefetch: int | None = None
-    pin: bool | None = None  # None: not tuned (no accelerator), the config's own value
-    batch_size: int | None = None  # None: not tuned, the config's own value
-
-    def settings(self) -> dict[str, Any]:
-        """The knobs this candidate sets: the worker knobs only with workers (torch ignores
-        them without), pinning and batch size only when they are tuned."""
-        out: dict[str, Any] = {WORKERS: self.workers}
-        if self.workers:
-            out |= {CONTEXT: self.context, PERSISTENT: self.persistent, PREFETCH: self.prefetch}
-        if self.pin is not None:
-            out[PIN] = self.pin
-        if self.batch_size is not None:
-            out[BATCH] = self.batch_size
-        return out
-
-    @property
-    def label(self) -> str:
-        """As its run is named: ``w0``, ``w2-fork-persist-pf2``."""
-        return "-".join(naming.label(k, v) for k, v in self.settings().items())
-
-
-@dataclass
-class Space:
-    """The values each tuned knob may take, from ``tune.*``, the config and the platform."""
-
-    workers: list[int]
-    contexts: list[str]
-    persistent: list[bool]
-    prefetch: list[int]
-    pin: list[bool | None]
-    batch_sizes: list[int | None]
-
-    def baseline(self, workers: int, batch_size: int | None = None) -> Candidate:
-        """The cheapest start-up for ``workers``: first context, persistent if it matters."""
-        if workers == 0:
-            return Candidate(0, pin=self.pin[-1], batch_size=batch_size)
-        return Candidate(
-            workers,
-            self.contexts[0],
-            self.persistent[-1],
-            self.prefetch[0],
-            self.pin[-1],
-            batch_size,
-        )
-
-    def grid(self) -> list[Candidate]:
-        """Every distinct setting (num_workers=0 once per batch size and pinning: the worker
-        knobs do nothing there): what an exhaustive sweep would run."""
-        out = []
-        for bs in self.batch_sizes:
-            for pin in self.pin:
-                for w in self.workers:
-                    if w == 0:
-                        out.append(Candidate(0, pin=pin, batch_size=bs))
-                        continue
-                    for ctx in self.contexts:
-                        for persistent in self.persistent:
-                            for pf in self.prefetch:
-                                out.append(Candidate(w, ctx, persistent, pf, pin, bs))
-        return out
-
-
-def build_space(config: DictConfig, pinned: dict[str, list[str]], accelerator: bool) -> Space:
-    """The search space: ``tune.*``, narrowed by values the user gave on the command line
-    (``loader.num_workers=0,2`` searches those two; ``loader.multiprocessing_context=spawn``
-    fixes it)."""
-    t = config.tune
-    max_workers = t.max_workers if t.max_workers is not None else 2 * cpu_cores()
-    available = sorted(
-        multiprocessing.get_all_start_methods(), key=lambda c: CHEAPEST_START.index(c)
-    )
-    contexts = list(t.contexts) if t.contexts else available
-    bs = int(config.loader.batch_size)
-    space = Space(
-        workers=list(range(max_workers + 1)),
-        contexts=contexts,
-        # persistent workers only differ from the others from the second epoch on
-        persistent=[False, True] if config.trainer.epochs > 1 else [False],
-        prefetch=list(t.prefetch_factors) or [TORCH_DEFAULT_PREFETCH],
-        pin=[False, True] if accelerator else [None],
-        batch_sizes=sorted({max(bs // 2, 1), bs, bs * 2}) if t.batch_size else [None],
-    )
-    for key, values in pinned.items():
-        field_name, cast = PINNABLE[key]
-        setattr(space, field_name, [cast(v) for v in values])
-    return space
-
-
-def _bool(v: str) -> bool:
-    return v.lower() == "true"
-
-
-def _prefetch(v: str) -> int | None:
-    return None if v == "null" else int(v)  # null: torch's default
-
-
-PINNABLE = {
-    WORKERS: ("workers", int),
-    CONTEXT: ("contexts", str),
-    PERSISTENT: ("persistent", _bool),
-    PREFETCH: ("prefetch", _prefetch),
-    PIN: ("pin", _bool),
-}
 
 
 @dataclass
@@ -169,6 +93,7 @@ class Trial:
     candidate: Candidate
     probe: bool
     value: float = math.nan  # projected samples/s of a probe, summary samples/s of a full run
+    fed: bool | None = None  # an emulated step's verdict (None in the other modes)
 
     @property
     def ok(self) -> bool:
@@ -184,6 +109,7 @@ class Search:
     trials: int | None = None
     budget_s: float | None = None
     confirm_within: float = 0.1
+    goal: str = "fastest"  # or "fed": the fewest workers that keep an emulated step fed
     done: list[Trial] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
@@ -234,7 +160,32 @@ class Search:
             best = s.best(workers=True)
             return [replace(best.candidate, prefetch=pf) for pf in sp.prefetch] if best else []
 
-        return [("workers", workers), ("start-up", startup), ("prefetch", prefetch)]
+        def threads(s: Search) -> list[Candidate]:
+            best = s.fewest_fed() if s.goal == "fed" else None
+            if (best := best or s.best()) is None:
+                return []
+            c = best.candidate
+            fill = [  # as many workers as the cores a thread count leaves
+                replace(sp.baseline(sp.cores - t, c.batch_size), torch_threads=t)
+                for t in sp.torch_threads
+                if t is not None and sp.cores - t in sp.workers
+            ]
+            return [*(replace(c, torch_threads=t) for t in sp.torch_threads), *fill]
+
+        tuned = [("threads", threads)] if len(sp.torch_threads) > 1 else []
+        if self.goal == "fed":
+            return [("workers", workers), *tuned]
+        return [("workers", workers), *tuned, ("start-up", startup), ("prefetch", prefetch)]
+
+    def enough(self, stage: str) -> bool:
+        """Whether ``stage`` may stop before its last candidate: counting workers up for an
+        emulated step, the first fed probe is the answer."""
+        last = self.done[-1] if self.done else None
+        return self.goal == "fed" and stage == "workers" and bool(last and last.fed)
+
+    def fewest_fed(self) -> Trial | None:
+        fed = [t for t in self.done if t.probe and t.ok and t.fed]
+        return min(fed, key=lambda t: (t.candidate.workers, -t.value), default=None)
 
     def to_confirm(self) -> list[Candidate]:
         """The full runs that decide: the best probe, the runner-up when its projection is
@@ -244,6 +195,8 @@ class Search:
         ranked = sorted((t for t in self.done if t.probe and t.ok), key=lambda t: -t.value)
         if not ranked:
             return []
+        if self.goal == "fed":
+            return self._confirm_fed(ranked)
         best = ranked[0]
         picks = [best.candidate]
         if len(ranked) > 1 and ranked[1].value >= best.value * (1 - self.confirm_within):
@@ -253,6 +206,14 @@ class Search:
             picks.append(other.candidate)
         return list(dict.fromkeys(picks))
 
+    def _confirm_fed(self, ranked: list[Trial]) -> list[Candidate]:
+        """The fewest workers fed and the fastest probe with fewer (it starved); the fastest
+        probe when none was fed."""
+        if (fewest := self.fewest_fed()) is None:
+            return [ranked[0].candidate]
+        below = [t for t in ranked if t.candidate.workers < fewest.candidate.workers]
+        return [fewest.candidate, *(t.candidate for t in below[:1])]
+
 
 def tuned_keys(config: DictConfig) -> list[str]:
     """The keys a tune sweep varies, for the children's names and the parent's params."""
@@ -261,6 +222,8 @@ def tuned_keys(config: DictConfig) -> list[str]:
         out.append(PIN)
     if config.tune.batch_size:
         out.append(BATCH)
+    if config.tune.get("torch_threads"):
+        out.append(THREADS)
     return [*out, keys.PROBE_PARAM]
 
 

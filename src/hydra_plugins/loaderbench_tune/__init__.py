@@ -96,8 +96,11 @@ def trial_overrides(fixed: Sequence[str], cand: Candidate, probe_batches: int | 
 
 
 def describe(trials: list[Trial]) -> str:
+    verdict = {True: " fed", False: " starved", None: ""}
     return ", ".join(
-        f"{t.candidate.label} {t.value:.0f}/s" if t.ok else f"{t.candidate.label} failed"
+        f"{t.candidate.label} {t.value:.0f}/s{verdict[t.fed]}"
+        if t.ok
+        else f"{t.candidate.label} failed"
         for t in trials
     )
 
@@ -113,6 +116,14 @@ def objective(result: Any) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
+def fed(result: Any) -> bool | None:
+    """Whether a trial's emulated step was fed (the job's objective carries it, a
+    :class:`loaderbench.record.Objective`), or None: another mode, or the trial failed."""
+    if math.isnan(objective(result)):  # a failed JobReturn raises its error on return_value
+        return None
+    return getattr(result.return_value, "fed", None)
+
+
 def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> list[Any]:
     """The staged search (see the module's docstring) through ``launcher``, one trial at a
     time: trials running side by side would compete for the cores they measure."""
@@ -123,7 +134,8 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
     t = config.tune
     fixed, pinned = check(config, arguments)
     space = build_space(config, pinned, accelerator(config))
-    search = Search(space, t.probe_batches, t.trials, t.budget_s, t.confirm_within)
+    goal = "fed" if config.bench.mode == keys.MODE_EMULATED else "fastest"
+    search = Search(space, t.probe_batches, t.trials, t.budget_s, t.confirm_within, goal)
     returns: list[Any] = []
 
     def launch(cand: Candidate, probe: bool) -> Trial:
@@ -132,7 +144,7 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
         os.environ[keys.SWEPT_ENV] = ",".join([*cand.settings(), keys.PROBE_PARAM])
         results = launcher.launch(batch, initial_job_idx=len(search.done))
         returns.append(results)
-        trial = Trial(cand, probe, objective(results[0]))
+        trial = Trial(cand, probe, objective(results[0]), fed(results[0]))
         search.done.append(trial)
         return trial
 
@@ -144,6 +156,8 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
                 log.info("tune: the budget is spent; %s and later stages skipped", name)
                 break
             trials.append(launch(cand, probe=True))
+            if search.enough(name):
+                break
         if trials:
             log.info("tune, %s: %s", name, describe(trials))
         if spent:

@@ -79,28 +79,81 @@ class TransformedDataset(Dataset):
             return self.transform(image)
 
 
+def rank_of_world() -> tuple[int, int]:
+    """``(rank, world size)`` of this process: torch.distributed's when it is initialised (a
+    rank of ``trainer.ranks``), else ``(0, 1)``. Read in a rank's main process: a spawned
+    worker has no process group, so what splits by rank reads it when it is built."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class EpochSampler(Sampler):
     """Yields ``(epoch, index)`` keys; the order is a pure function of ``(seed, epoch)``.
 
     Call :meth:`set_epoch` before creating each epoch's iterator (as with DistributedSampler).
+
+    With several ranks (``rank`` of ``world``; by default :func:`rank_of_world`) each rank takes
+    its share as DistributedSampler splits it, from the same seeded order: the order padded with
+    its own first keys to a multiple of ``world`` (``even``, for training: every rank must take
+    as many steps), then every ``world``-th key from position ``rank``. The padding repeats
+    :attr:`padding` samples an epoch, on purpose (:meth:`planned_counts`). Without ``even``
+    (evaluation) the shares differ by at most one and nothing repeats. One rank: the whole
+    order, as before.
     """
 
-    def __init__(self, n: int, *, shuffle: bool, seed: int):
+    def __init__(
+        self,
+        n: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        rank: int | None = None,
+        world: int | None = None,
+        even: bool = True,
+    ):
         self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+        if rank is None or world is None:
+            rank, world = rank_of_world()
+        self.rank, self.world, self.even = rank, world, even
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        if self.even:
+            return -(-self.n // self.world)  # ceil: the padded share
+        return len(range(self.rank, self.n, self.world))
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    @property
+    def padding(self) -> int:
+        """Samples repeated an epoch so that every rank gets as many (0 with one rank)."""
+        return -(-self.n // self.world) * self.world - self.n if self.even else 0
+
+    def order(self, epoch: int) -> list[int]:
+        """The epoch's order of every rank together, padded as DistributedSampler pads it."""
         if self.shuffle:
-            g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1))
+            g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, -1))
             order = torch.randperm(self.n, generator=g).tolist()
         else:
-            order = range(self.n)
+            order = list(range(self.n))
+        if pad := self.padding:
+            order += (order * -(-pad // max(self.n, 1)))[:pad]
+        return order
+
+    def planned_counts(self, epoch: int) -> torch.Tensor | None:
+        """How often each id is due in ``epoch`` over all ranks (the padding's ids twice), or
+        None when each is due once."""
+        if not self.padding:
+            return None
+        return torch.bincount(torch.tensor(self.order(epoch)), minlength=self.n).int()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
+        order = self.order(epoch)
+        if self.world > 1:
+            order = order[self.rank :: self.world]
         return ((epoch, i) for i in order)
 
 

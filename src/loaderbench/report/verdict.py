@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from loaderbench import keys
+from loaderbench import cores, keys
 
 if TYPE_CHECKING:  # the types are only annotations here
     from loaderbench.report.rows import Group, RunRow
@@ -93,6 +93,35 @@ def snippet(row: RunRow) -> str:
         if (value := _setting(row, param, default)) is not None:
             args.append(f"{arg}={_python(value)}")
     return f"DataLoader({', '.join(args)})"
+
+
+def ranks_of(row: RunRow) -> int:
+    """The run's DDP ranks (``trainer.ranks``; 1 for a run from before they existed)."""
+    value = row.params.get(keys.RANKS_PARAM, "1")
+    return int(value) if value.isdigit() else 1
+
+
+def _cores(row: RunRow) -> int | None:
+    value = row.tags.get(keys.CPU_AFFINITY_TAG, "")
+    return int(value) if value.isdigit() else None
+
+
+def per_rank(row: RunRow) -> str:
+    """The recommended setting as each rank uses it, or "" with one rank: ``per rank:
+    `DataLoader(..., num_workers=2)`; 4 ranks use 12 of 16 cores``."""
+    if (n := ranks_of(row)) <= 1:
+        return ""
+    workers = int(row.params.get(WORKERS, "0") or 0)
+    return cores.per_rank(snippet(row), n, workers, _cores(row))
+
+
+def cores_reason(row: RunRow) -> str:
+    """``2 ranks × 2 workers on 2 cores: the workers take the ranks' cores``, or ""."""
+    n, cpus = ranks_of(row), _cores(row)
+    if n <= 1 or cpus is None:
+        return ""
+    workers = int(row.params.get(WORKERS, "0") or 0)
+    return cores.explain(n, workers, cpus, row.params.get("loader.backend"))
 
 
 def simplicity(group: Group) -> tuple[int, int]:
@@ -220,4 +249,12 @@ def explain(pick: Group, cands: list[Group]) -> str:
     pss = row.value(keys.WORKERS_PSS)
     if not math.isnan(pss) and pss > 0:
         text += f"; {row.name}'s workers take {pss:.0f} MB of memory (PSS)"
+    for g in [pick, *other_groups(other)]:
+        if reason := cores_reason(g.runs[0]):
+            text += f"; {g.runs[0].name}: {reason}"
     return text + "."
+
+
+def other_groups(groups: list[Group]) -> list[Group]:
+    """The fastest of ``groups`` (the other side of the verdict), as a list of at most one."""
+    return [max(groups, key=_median)] if groups else []

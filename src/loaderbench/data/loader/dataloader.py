@@ -56,10 +56,11 @@ class EpochLoader(DataLoader):
 
     def epoch_samples(self, epoch: int) -> int:
         """Samples a correct epoch delivers: each sample once, less what ``drop_last`` drops."""
-        n = len(self.dataset)  # type: ignore[arg-type]
+        stream = isinstance(self.dataset, IterableDataset)
+        n = len(self.dataset if stream else self.sampler)  # type: ignore[arg-type]  # a rank's share
         if not self.drop_last:
             return n
-        if isinstance(self.dataset, IterableDataset):  # each worker drops its own short batch
+        if stream:  # each worker drops its own short batch
             return max(n - max(self.num_workers, 1) * (self.batch_size - 1), 0)
         return len(self) * self.batch_size
 
@@ -134,7 +135,8 @@ def build(
     sampler = (  # an iterable dataset yields in its own order: no sampler
         None
         if isinstance(dataset, IterableDataset)
-        else EpochSampler(len(dataset), shuffle=plan.shuffle and train, seed=seed)  # type: ignore[arg-type]
+        # val: each rank evaluates its share of every sample, none repeated
+        else EpochSampler(len(dataset), shuffle=plan.shuffle and train, seed=seed, even=train)  # type: ignore[arg-type]
     )
     return EpochLoader(
         dataset,

@@ -26,7 +26,8 @@ in the planned order, so training is bit-identical for every ``num_workers`` (gi
 
 ``split_by_worker=false`` is the bug on purpose: every worker reads every stream, so every batch
 arrives once per worker. Ranks (``torch.distributed``, when initialised) take streams
-``rank, rank + world, ...`` before the workers split them.
+``rank, rank + world, ...`` before the workers split them; the rank is read when the dataset is
+built, in the rank's own process (a spawned worker has no process group to ask).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
-from loaderbench.data.seeding import TransformedDataset, sample_seed
+from loaderbench.data.seeding import TransformedDataset, rank_of_world, sample_seed
 from loaderbench.data.storage import open_stream
 
 _SHARD_ORDER, _BUFFER = -2, -1000  # sample_seed "indices" of the shard permutation, buffers
@@ -61,13 +62,6 @@ class EpochPlan:
     def delivered(self) -> int:
         """Samples the epoch delivers (all, less the short batches ``drop_last`` drops)."""
         return sum(self.samples)
-
-
-def _rank() -> tuple[int, int]:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def plan_epoch(
@@ -145,8 +139,13 @@ class ShardStreams(IterableDataset):
         shuffle: bool,
         drop_last: bool,
         seed: int,
+        rank: int | None = None,
+        world: int | None = None,
     ):
         self.dataset, self.shards = dataset, dataset.base
+        if rank is None or world is None:
+            rank, world = rank_of_world()
+        self.rank, self.world = rank, world
         self.batch_size, self.shuffle, self.drop_last, self.seed = (
             batch_size, shuffle, drop_last, seed,
         )  # fmt: skip
@@ -156,7 +155,6 @@ class ShardStreams(IterableDataset):
         self.epoch[0] = epoch
 
     def plan(self, epoch: int | None = None) -> EpochPlan:
-        rank, world = _rank()
         return plan_epoch(
             self.shards.sizes,
             streams=self.shards.streams,
@@ -165,8 +163,8 @@ class ShardStreams(IterableDataset):
             drop_last=self.drop_last,
             seed=self.seed,
             epoch=int(self.epoch[0]) if epoch is None else epoch,
-            rank=rank,
-            world=world,
+            rank=self.rank,
+            world=self.world,
         )
 
     def __iter__(self) -> Iterator[Any]:

@@ -1,0 +1,153 @@
+"""What ``sweep=tune`` may try: a :class:`Candidate` (one setting of the tuned knobs) and the
+:class:`Space` of values each knob takes, from ``tune.*``, the command line and the platform.
+The search over it is :mod:`loaderbench.tune`'s."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from loaderbench import keys, naming
+from loaderbench.data.loader import TORCH_DEFAULT_PREFETCH
+from loaderbench.provenance import cpu_cores
+
+WORKERS = keys.WORKERS_PARAM
+CONTEXT, PERSISTENT = "loader.multiprocessing_context", "loader.persistent_workers"
+PREFETCH, PIN, BATCH = "loader.prefetch_factor", "loader.pin_memory", keys.BATCH_SIZE_PARAM
+THREADS = keys.TORCH_THREADS_PARAM
+CHEAPEST_START = ("fork", "forkserver", "spawn")  # the order a context is tried in
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One setting of the tuned knobs (a knob at ``None`` is left to torch's default)."""
+
+    workers: int
+    context: str | None = None
+    persistent: bool = False
+    prefetch: int | None = None
+    pin: bool | None = None  # None: not tuned (no accelerator), the config's own value
+    batch_size: int | None = None  # None: not tuned, the config's own value
+    torch_threads: int | None = None  # None: not tuned, the config's own value
+
+    def settings(self) -> dict[str, Any]:
+        """The knobs this candidate sets: the worker knobs only with workers (torch ignores
+        them without), pinning, batch size and the step's threads only when they are tuned."""
+        out: dict[str, Any] = {WORKERS: self.workers}
+        if self.workers:
+            out |= {CONTEXT: self.context, PERSISTENT: self.persistent, PREFETCH: self.prefetch}
+        if self.pin is not None:
+            out[PIN] = self.pin
+        if self.batch_size is not None:
+            out[BATCH] = self.batch_size
+        if self.torch_threads is not None:
+            out[THREADS] = self.torch_threads
+        return out
+
+    @property
+    def label(self) -> str:
+        """As its run is named: ``w0``, ``w2-fork-persist-pf2``."""
+        return "-".join(naming.label(k, v) for k, v in self.settings().items())
+
+
+@dataclass
+class Space:
+    """The values each tuned knob may take, from ``tune.*``, the config and the platform."""
+
+    workers: list[int]
+    contexts: list[str]
+    persistent: list[bool]
+    prefetch: list[int]
+    pin: list[bool | None]
+    batch_sizes: list[int | None]
+    torch_threads: list[int | None] = field(default_factory=lambda: [None])
+    cores: int = 1  # the cores the trials may use (how many a thread count leaves to workers)
+
+    def baseline(self, workers: int, batch_size: int | None = None) -> Candidate:
+        """The cheapest start-up for ``workers``: first context, persistent if it matters; the
+        most threads tried (torch's default is one a core)."""
+        threads = self.torch_threads[-1]
+        if workers == 0:
+            return Candidate(0, pin=self.pin[-1], batch_size=batch_size, torch_threads=threads)
+        return Candidate(
+            workers,
+            self.contexts[0],
+            self.persistent[-1],
+            self.prefetch[0],
+            self.pin[-1],
+            batch_size,
+            threads,
+        )
+
+    def grid(self) -> list[Candidate]:
+        """Every distinct setting (num_workers=0 once per batch size and pinning: the worker
+        knobs do nothing there): what an exhaustive sweep would run."""
+        out = []
+        for bs, tt in itertools.product(self.batch_sizes, self.torch_threads):
+            for pin in self.pin:
+                for w in self.workers:
+                    if w == 0:
+                        out.append(Candidate(0, pin=pin, batch_size=bs, torch_threads=tt))
+                        continue
+                    for ctx in self.contexts:
+                        for persistent in self.persistent:
+                            for pf in self.prefetch:
+                                out.append(Candidate(w, ctx, persistent, pf, pin, bs, tt))
+        return out
+
+
+def build_space(config: DictConfig, pinned: dict[str, list[str]], accelerator: bool) -> Space:
+    """The search space: ``tune.*``, narrowed by values the user gave on the command line
+    (``loader.num_workers=0,2`` searches those two; ``loader.multiprocessing_context=spawn``
+    fixes it)."""
+    t = config.tune
+    # with ranks, each builds a loader: workers per rank, the cores shared by them all
+    ranks = max(int(OmegaConf.select(config, keys.RANKS_PARAM, default=1) or 1), 1)
+    max_workers = t.max_workers if t.max_workers is not None else 2 * cpu_cores() // ranks
+    available = sorted(
+        multiprocessing.get_all_start_methods(), key=lambda c: CHEAPEST_START.index(c)
+    )
+    contexts = list(t.contexts) if t.contexts else available
+    bs = int(config.loader.batch_size)
+    space = Space(
+        workers=list(range(max_workers + 1)),
+        contexts=contexts,
+        # persistent workers only differ from the others from the second epoch on
+        persistent=[False, True] if config.trainer.epochs > 1 else [False],
+        prefetch=list(t.prefetch_factors) or [TORCH_DEFAULT_PREFETCH],
+        pin=[False, True] if accelerator else [None],
+        batch_sizes=sorted({max(bs // 2, 1), bs, bs * 2}) if t.batch_size else [None],
+        torch_threads=thread_counts(cpu_cores()) if t.get("torch_threads") else [None],
+        cores=cpu_cores(),
+    )
+    for key, values in pinned.items():
+        field_name, cast = PINNABLE[key]
+        setattr(space, field_name, [cast(v) for v in values])
+    return space
+
+
+def thread_counts(cores: int) -> list[int]:
+    """The step's thread counts ``tune.torch_threads=true`` tries: 1, 2, 4, ... and the cores."""
+    return sorted({2**i for i in range(cores.bit_length()) if 2**i <= cores} | {cores})
+
+
+def _bool(v: str) -> bool:
+    return v.lower() == "true"
+
+
+def _int_or_null(v: str) -> int | None:
+    return None if v == "null" else int(v)  # null: torch's default
+
+
+PINNABLE = {
+    WORKERS: ("workers", int),
+    CONTEXT: ("contexts", str),
+    PERSISTENT: ("persistent", _bool),
+    PREFETCH: ("prefetch", _int_or_null),
+    PIN: ("pin", _bool),
+    THREADS: ("torch_threads", _int_or_null),
+}
