@@ -10,6 +10,7 @@ runs them all on a job's config, before anything is built.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,22 @@ class LoaderConfig:
     timeout: float = 0.0
     # null: torch's default (file_descriptor on Linux); file_system for "too many open files"
     sharing_strategy: str | None = None
+    # dataloader: torch's DataLoader (worker processes); threads: num_workers threads in this
+    # process (torchdata.nodes), the same samples, order and augmentation
+    backend: str = "dataloader"
+
+    @staticmethod
+    def check(lc: Any) -> None:
+        if lc.backend not in keys.LOADER_BACKENDS:
+            raise ConfigError(
+                f"loader.backend={lc.backend}: choose one of {', '.join(keys.LOADER_BACKENDS)}"
+            )
+        need = keys.BACKEND_LIBRARIES.get(lc.backend)
+        if need and importlib.util.find_spec(need) is None:
+            raise ConfigError(
+                f"loader.backend={lc.backend}: needs {need}, which is not installed here; "
+                f"pip install 'loaderbench[{keys.THREADS_EXTRA}]' (or loader.backend=dataloader)"
+            )
 
 
 @dataclass

@@ -27,6 +27,7 @@ from loaderbench.data import (
     DatasetPair,
     LoaderFailure,
     LoaderPlan,
+    augmentation,
     build_loader,
     check_picklable,
     check_shared_memory,
@@ -63,6 +64,7 @@ class Setup:
     mode: str
     channels_last: bool
     batch_bytes: int = 0  # one training batch, estimated from one sample (0: no workers)
+    augmentation: str = ""  # the AUGMENTATION_TAG: whose random draws any loader repeats
     delivery: list[str] = field(default_factory=list)  # epochs not delivered exactly once
 
     def epoch_samples(self, epoch: int) -> int:
@@ -91,7 +93,13 @@ def build(cfg: DictConfig) -> Setup:
     seed = int(cfg.seed)
     data = instantiate_dataset(cfg)
     preset = instantiate(cfg.transforms)
-    train_set = transformed(data.train, preset.train, seed, random=getattr(preset, "random", True))
+    train_set = transformed(
+        data.train,
+        preset.train,
+        seed,
+        random=getattr(preset, "random", True),
+        seeded=getattr(preset, "seeded", False),
+    )
     val_set = transformed(data.val, preset.val, seed, random=False)
     fit_plan(plan, train_set)
     context, workers = plan.effective["multiprocessing_context"], plan.num_workers
@@ -122,6 +130,7 @@ def build(cfg: DictConfig) -> Setup:
         train_loader=build_loader(train_set, plan, seed=seed, train=True, deterministic=det),
         val_loader=build_loader(val_set, plan, seed=seed, train=False, deterministic=det),
         batch_bytes=batch_bytes,
+        augmentation=augmentation(train_set, plan.backend, data.user_class),
         mode=cfg.bench.mode,
         channels_last=bool(cfg.model.get("channels_last", False)),
     )
@@ -196,7 +205,7 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
     return epochs
 
 
-def close(setup: Setup) -> None:
-    """End the loaders' workers (a failed epoch must not keep them alive into the next job)."""
-    close_loader(setup.train_loader)
-    close_loader(setup.val_loader)
+def close(setup: Setup) -> list[Any]:
+    """End the loaders' workers (a failed epoch must not keep them alive into the next job);
+    return the loader threads that outlived it (stuck in ``__getitem__``)."""
+    return close_loader(setup.train_loader) + close_loader(setup.val_loader)

@@ -65,6 +65,15 @@ TRIALS_PNG = "trials.png"  # a tune sweep: throughput per trial, in order
 
 # --- params (config paths the code reads back from the store) -------------------------------
 WORKERS_PARAM = "loader.num_workers"
+BACKEND_PARAM = "loader.backend"  # dataloader (the default) or threads
+LOADER_BACKENDS = ("dataloader", "threads")
+DATALOADER, THREADS = LOADER_BACKENDS
+BACKEND_LIBRARIES = {THREADS: "torchdata"}  # the import a backend needs beyond torch
+THREADS_EXTRA = "threads"  # pip install 'loaderbench[threads]'
+BACKEND_EFFECTIVE = "effective.backend"
+BACKEND_LIBRARY_EFFECTIVE = "effective.backend_library"  # e.g. "torchdata 0.11.0"
+GIL_EFFECTIVE = "effective.gil"
+AUGMENTATION_TAG = "loaderbench.augmentation"  # whose random draws are the same for any loader
 MODE_PARAM = "bench.mode"
 REPEAT_PARAM = "bench.repeat"
 PROBE_PARAM = "bench.probe_batches"  # set: the run is a tuner's probe, not a full run
@@ -82,6 +91,7 @@ NOT_KNOB_PREFIXES = (EFFECTIVE_PREFIX, "data.", "mlflow.", "hydra.", "given.")
 # bit-identical histories (the report checks it). Everything else defines training.
 TRAINING_INVARIANT_PARAMS = (
     WORKERS_PARAM,
+    BACKEND_PARAM,
     *WORKER_ONLY_PARAMS,
     "loader.pin_memory",
     "loader.timeout",
