@@ -38,7 +38,7 @@ def test_a_sweep_child_is_named_by_its_swept_keys_only():
             "t4",
         ),  # noqa: E501
         (["loader.num_workers=4"], [keys.BACKEND_PARAM, keys.WORKERS_PARAM], "w4"),
-        (["loader.backend=threads"], [keys.BACKEND_PARAM], "threads"),
+        (["loader.backend=threads", "loader.num_workers=2"], [keys.BACKEND_PARAM], "t2"),
         (["loader.backend=threads", "loader.num_workers=2"], None, "t2"),
     ],
 )

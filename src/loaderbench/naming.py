@@ -65,9 +65,13 @@ def run_name(
     threads = OmegaConf.select(cfg, keys.BACKEND_PARAM, default=None) == keys.THREADS
     parts = []
     for key in swept:
+        if key == keys.BACKEND_PARAM:  # the backend is said by its workers: t4 or w4
+            if keys.WORKERS_PARAM in swept:
+                continue
+            key = keys.WORKERS_PARAM
         value = OmegaConf.select(cfg, key, default=None)
-        if value is None or (key == keys.BACKEND_PARAM and keys.WORKERS_PARAM in swept):
-            continue  # unset, or the backend, which t4 / w4 already says
+        if value is None:
+            continue
         if isinstance(value, DictConfig):  # a group (dataset=tensor): its option's name
             value = group_option(key, value, choices or {})
         parts.append(f"t{value}" if threads and key == keys.WORKERS_PARAM else label(key, value))
