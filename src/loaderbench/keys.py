@@ -81,6 +81,7 @@ MODE_TRAIN = "train"
 MODES = (MODE_TRAIN, "loader_only", "model_only")  # the values of bench.mode
 # Loader settings that do nothing without worker processes.
 WORKER_ONLY_PARAMS = (
+    BACKEND_PARAM,  # threads at num_workers=0 are the DataLoader at 0
     "loader.multiprocessing_context",
     "loader.persistent_workers",
     "loader.prefetch_factor",
@@ -91,7 +92,6 @@ NOT_KNOB_PREFIXES = (EFFECTIVE_PREFIX, "data.", "mlflow.", "hydra.", "given.")
 # bit-identical histories (the report checks it). Everything else defines training.
 TRAINING_INVARIANT_PARAMS = (
     WORKERS_PARAM,
-    BACKEND_PARAM,
     *WORKER_ONLY_PARAMS,
     "loader.pin_memory",
     "loader.timeout",
