@@ -121,13 +121,20 @@ def build(cfg: DictConfig) -> Setup:
     for key, why in left_out.items():  # recorded like a loader setting that was not used
         plan.effective[f"model.{key}"], plan.reasons[f"model.{key}"] = None, why
     optimizer = instantiate(cfg.optim)(model.parameters())
+    train_loader = build_loader(train_set, plan, seed=seed, train=True, deterministic=det)
+    if (probe := probe_length(cfg.bench, len(train_loader))) is not None:
+        plan.effective["probe_batches"] = probe  # what a probe's epoch really fetches
+        if probe < cfg.bench.probe_batches:
+            plan.reasons["probe_batches"] = (
+                f"bench.probe_share={cfg.bench.probe_share} of a {len(train_loader)}-batch epoch"
+            )
     return Setup(
         device=device,
         plan=plan,
         data=data,
         model=model,
         optimizer=optimizer,
-        train_loader=build_loader(train_set, plan, seed=seed, train=True, deterministic=det),
+        train_loader=train_loader,
         val_loader=build_loader(val_set, plan, seed=seed, train=False, deterministic=det),
         batch_bytes=batch_bytes,
         augmentation=augmentation(train_set, plan.backend, data.user_class),
@@ -152,6 +159,19 @@ def measure(cfg: DictConfig, setup: Setup, tracker: tracking.Tracker) -> list[Ep
     return train(setup, cfg, tracker)
 
 
+PROBE_LEAST = 4  # batches: a probe's projection needs two halves of two steps each
+
+
+def probe_length(bench: Any, epoch_batches: int) -> int | None:
+    """A probe's training batches an epoch: ``bench.probe_batches``, at most
+    ``bench.probe_share`` of the epoch (and at least :data:`PROBE_LEAST`); None: not a probe.
+    On a 25-batch epoch a 20-batch probe would cost nearly a full run."""
+    if bench.probe_batches is None:
+        return None
+    share = max(PROBE_LEAST, math.ceil(epoch_batches * getattr(bench, "probe_share", 1.0)))
+    return min(bench.probe_batches, share)
+
+
 def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[EpochStats]:
     """The measured epochs; metrics go to ``tracker`` once per epoch."""
     s = setup
@@ -163,7 +183,7 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
         s.train_loader,
         s.val_loader,
         channels_last=s.channels_last,
-        max_batches=cfg.bench.probe_batches,
+        max_batches=probe_length(cfg.bench, len(s.train_loader)),
         sample_ids=len(s.data.train),
     )
     before_epoch = getattr(s.data.train, "before_epoch", None)
@@ -172,7 +192,7 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
         set_epoch(s.train_loader, epoch)
         if before_epoch is not None:
             before_epoch(epoch)  # e.g. drop the files from the page cache: a really cold read
-        total = min(len(s.train_loader), cfg.bench.probe_batches or len(s.train_loader))
+        total = min(len(s.train_loader), runner.max_batches or len(s.train_loader))
         progress = Progress(total, f"epoch {epoch}", enabled=cfg.trainer.progress)
         try:
             stats = runner.run_epoch(

@@ -154,6 +154,8 @@ SWEEP_BEST = "sweep/best_samples_per_s"
 SWEEP_EFFICIENCY = "sweep/pipeline_efficiency"  # train ÷ min(loader_only, model_only)
 # A tune sweep (sweep=tune): its trials (probes and full runs), its probes and its wall time.
 TUNE_TRIALS, TUNE_PROBES, TUNE_WALL = "tune/trials", "tune/probes", "tune/wall_s"
+TUNE_SKIPPED = "tune/skipped"  # candidates left unprobed to keep the search's cost cap
+TUNE_GRID_S = "tune/grid_s"  # the grid over the same space, estimated: what the cap is a share of
 
 EPOCH_KEYS = (SAMPLES_PER_S, EPOCH_S, DATA_WAIT_S, COMPUTE_S, DATA_WAIT_FRACTION)
 EPOCH_MODEL_KEYS = (LOSS_TRAIN, ACC_TRAIN, LOSS_VAL, ACC_VAL)

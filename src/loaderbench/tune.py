@@ -12,8 +12,18 @@ The knobs that leave training unchanged are nearly separable, and the search use
    paid.
 3. **prefetch**: the other ``tune.prefetch_factors`` for the fastest so far (the queue depth).
 
-Each of those trials is a *probe*: the user's own job with ``bench.probe_batches`` batches an
-epoch (and at most as many validation batches), ranked by its throughput projected to full epochs
+With ``tune.backends`` (by default, where torchdata is installed) the workers stage also probes
+loader threads (``loader.backend=threads``) at each worker count, and the prefetch stage follows
+the fastest setting with workers of either backend. Worker counts go in an order that covers the
+range early (the largest, then halves: 4, 2, 1, 3 for 0–4), so a search cut short by its cost
+cap has still seen both ends.
+
+The first trial is a full run of the first candidate (``num_workers=0``): it is the reference
+every answer is compared with, and it says what a full run costs here. Each later trial is a
+*probe*: the user's own job with ``bench.probe_batches`` batches an epoch, at most
+``tune.probe_share`` of the epoch (``bench.probe_share``: a 20-batch probe of a 25-batch epoch
+would cost nearly a full run), and at most as many validation batches, ranked by its
+throughput projected to full epochs
 (:func:`loaderbench.timing.projected_samples_per_s`: start-up as measured, the rest at the
 probe's steady rate). Then full runs *confirm*: the best probe, the runner-up when its
 projection is within ``tune.confirm_within`` of the best, and the best of the other side
@@ -21,7 +31,12 @@ projection is within ``tune.confirm_within`` of the best, and the best of the ot
 decides among the full runs with its usual noise rule, so the answer (parent tags
 ``loaderbench.winner`` and ``loaderbench.dataloader``, the ``DataLoader(...)`` snippet) comes
 from full runs only. ``tune.trials`` (all trials) and ``tune.budget_s`` (wall seconds) stop
-the probing early; the confirming runs always run: they are the answer.
+the probing early, and so does ``tune.cost_share``: the search spends at most that share of
+what the grid over its space would cost (its size × the first full run's wall time, scaled by
+the fastest throughput seen so far: a faster setting runs its full runs sooner). Where probes
+cannot be much cheaper than full runs (short epochs, a job whose set-up dominates) that cap
+leaves candidates unprobed, and the search says how many (``tune/skipped``). The confirming
+runs always run: they are the answer.
 
 This module is the search itself, pure over the config and the trials' figures; the sweeper in
 ``hydra_plugins.loaderbench_tune`` runs its trials through Hydra's launcher.
@@ -31,137 +46,38 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from omegaconf import DictConfig
 
-from loaderbench import keys, naming
+from loaderbench import keys
 from loaderbench.config import ConfigError, TuneConfig
-from loaderbench.data.loader import TORCH_DEFAULT_PREFETCH
-from loaderbench.provenance import cpu_cores
+from loaderbench.search_space import (
+    BACKEND,
+    BATCH,
+    CHEAPEST_START,
+    CONTEXT,
+    PERSISTENT,
+    PIN,
+    PINNABLE,
+    PREFETCH,
+    WORKERS,
+    Candidate,
+    Space,
+    build_space,
+    search_threads,
+    spread,
+)
 
 log = logging.getLogger(__name__)
-WORKERS = keys.WORKERS_PARAM
-CONTEXT, PERSISTENT = "loader.multiprocessing_context", "loader.persistent_workers"
-PREFETCH, PIN, BATCH = "loader.prefetch_factor", "loader.pin_memory", keys.BATCH_SIZE_PARAM
-CHEAPEST_START = ("fork", "forkserver", "spawn")  # the order a context is tried in
 RESERVE = TuneConfig.CONFIRMING  # trials kept for the confirming runs
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One setting of the tuned knobs (a knob at ``None`` is left to torch's default)."""
-
-    workers: int
-    context: str | None = None
-    persistent: bool = False
-    prefetch: int | None = None
-    pin: bool | None = None  # None: not tuned (no accelerator), the config's own value
-    batch_size: int | None = None  # None: not tuned, the config's own value
-
-    def settings(self) -> dict[str, Any]:
-        """The knobs this candidate sets: the worker knobs only with workers (torch ignores
-        them without), pinning and batch size only when they are tuned."""
-        out: dict[str, Any] = {WORKERS: self.workers}
-        if self.workers:
-            out |= {CONTEXT: self.context, PERSISTENT: self.persistent, PREFETCH: self.prefetch}
-        if self.pin is not None:
-            out[PIN] = self.pin
-        if self.batch_size is not None:
-            out[BATCH] = self.batch_size
-        return out
-
-    @property
-    def label(self) -> str:
-        """As its run is named: ``w0``, ``w2-fork-persist-pf2``."""
-        return "-".join(naming.label(k, v) for k, v in self.settings().items())
-
-
-@dataclass
-class Space:
-    """The values each tuned knob may take, from ``tune.*``, the config and the platform."""
-
-    workers: list[int]
-    contexts: list[str]
-    persistent: list[bool]
-    prefetch: list[int]
-    pin: list[bool | None]
-    batch_sizes: list[int | None]
-
-    def baseline(self, workers: int, batch_size: int | None = None) -> Candidate:
-        """The cheapest start-up for ``workers``: first context, persistent if it matters."""
-        if workers == 0:
-            return Candidate(0, pin=self.pin[-1], batch_size=batch_size)
-        return Candidate(
-            workers,
-            self.contexts[0],
-            self.persistent[-1],
-            self.prefetch[0],
-            self.pin[-1],
-            batch_size,
-        )
-
-    def grid(self) -> list[Candidate]:
-        """Every distinct setting (num_workers=0 once per batch size and pinning: the worker
-        knobs do nothing there): what an exhaustive sweep would run."""
-        out = []
-        for bs in self.batch_sizes:
-            for pin in self.pin:
-                for w in self.workers:
-                    if w == 0:
-                        out.append(Candidate(0, pin=pin, batch_size=bs))
-                        continue
-                    for ctx in self.contexts:
-                        for persistent in self.persistent:
-                            for pf in self.prefetch:
-                                out.append(Candidate(w, ctx, persistent, pf, pin, bs))
-        return out
-
-
-def build_space(config: DictConfig, pinned: dict[str, list[str]], accelerator: bool) -> Space:
-    """The search space: ``tune.*``, narrowed by values the user gave on the command line
-    (``loader.num_workers=0,2`` searches those two; ``loader.multiprocessing_context=spawn``
-    fixes it)."""
-    t = config.tune
-    max_workers = t.max_workers if t.max_workers is not None else 2 * cpu_cores()
-    available = sorted(
-        multiprocessing.get_all_start_methods(), key=lambda c: CHEAPEST_START.index(c)
-    )
-    contexts = list(t.contexts) if t.contexts else available
-    bs = int(config.loader.batch_size)
-    space = Space(
-        workers=list(range(max_workers + 1)),
-        contexts=contexts,
-        # persistent workers only differ from the others from the second epoch on
-        persistent=[False, True] if config.trainer.epochs > 1 else [False],
-        prefetch=list(t.prefetch_factors) or [TORCH_DEFAULT_PREFETCH],
-        pin=[False, True] if accelerator else [None],
-        batch_sizes=sorted({max(bs // 2, 1), bs, bs * 2}) if t.batch_size else [None],
-    )
-    for key, values in pinned.items():
-        field_name, cast = PINNABLE[key]
-        setattr(space, field_name, [cast(v) for v in values])
-    return space
-
-
-def _bool(v: str) -> bool:
-    return v.lower() == "true"
-
-
-def _prefetch(v: str) -> int | None:
-    return None if v == "null" else int(v)  # null: torch's default
-
-
-PINNABLE = {
-    WORKERS: ("workers", int),
-    CONTEXT: ("contexts", str),
-    PERSISTENT: ("persistent", _bool),
-    PREFETCH: ("prefetch", _prefetch),
-    PIN: ("pin", _bool),
-}
+__all__ = [  # the space's names, as before the split
+    "BACKEND", "BATCH", "CHEAPEST_START", "CONTEXT", "PERSISTENT", "PIN", "PINNABLE", "PREFETCH",
+    "WORKERS", "Candidate", "Search", "Space", "Trial", "accelerator", "build_space",
+    "search_threads", "spread", "tuned_keys",
+]  # fmt: skip
 
 
 @dataclass
@@ -169,6 +85,7 @@ class Trial:
     candidate: Candidate
     probe: bool
     value: float = math.nan  # projected samples/s of a probe, summary samples/s of a full run
+    wall_s: float = 0.0  # what it cost, launch included
 
     @property
     def ok(self) -> bool:
@@ -184,8 +101,10 @@ class Search:
     trials: int | None = None
     budget_s: float | None = None
     confirm_within: float = 0.1
+    cost_share: float | None = None
     done: list[Trial] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    skipped: int = 0  # candidates the cost cap left unprobed
 
     @property
     def elapsed_s(self) -> float:
@@ -196,29 +115,64 @@ class Search:
         None for no limit."""
         if self.budget_s is not None and self.elapsed_s >= self.budget_s:
             return 0
+        if not self.within_cost():
+            return 0
         if self.trials is None:
             return None
         return max(self.trials - len(self.done) - reserve, 0)
 
+    def grid_s(self) -> float:
+        """What the grid over the space would cost, estimated: its size × the first full run's
+        wall time, × the first run's throughput over the fastest seen (a faster setting's
+        full run is over sooner, so this errs low). NaN before a full run."""
+        full = [t for t in self.done if not t.probe and t.ok]
+        if not full:
+            return math.nan
+        first, fastest = full[0], max(t.value for t in self.done if t.ok)
+        return len(self.space.grid()) * first.wall_s * min(1.0, first.value / fastest)
+
+    def within_cost(self) -> bool:
+        """Whether one more probe keeps the search within ``cost_share`` of the grid's cost,
+        with the confirming runs still to come reserved (each at the first full run's cost)."""
+        grid = self.grid_s()
+        if self.cost_share is None or math.isnan(grid):
+            return True
+        probes = [t.wall_s for t in self.done if t.probe] or [0.0]
+        first = next(t for t in self.done if not t.probe and t.ok)
+        ran = {t.candidate for t in self.done if not t.probe}
+        reserve = sum(c not in ran for c in self.to_confirm()) * first.wall_s
+        spent = sum(t.wall_s for t in self.done)
+        return spent + max(probes) + reserve <= self.cost_share * grid
+
     def fresh(self, cands: list[Candidate]) -> list[Candidate]:
-        tried = {t.candidate for t in self.done if t.probe}
+        tried = {t.candidate for t in self.done}
         return [c for c in dict.fromkeys(cands) if c not in tried]
 
-    def best(self, *, workers: bool | None = None) -> Trial | None:
-        probes = [t for t in self.done if t.probe and t.ok]
+    def best(self, *, workers: bool | None = None, threads: bool | None = None) -> Trial | None:
+        """The fastest trial that ran (a probe's projection, a full run's figure), with workers
+        or without, of loader threads or not."""
+        ranked = [t for t in self.done if t.ok]
         if workers is not None:
-            probes = [t for t in probes if (t.candidate.workers > 0) == workers]
-        return max(probes, key=lambda t: t.value, default=None)
+            ranked = [t for t in ranked if (t.candidate.workers > 0) == workers]
+        if threads is not None:
+            ranked = [t for t in ranked if t.candidate.threads == threads]
+        return max(ranked, key=lambda t: t.value, default=None)
 
     def stages(self) -> list[tuple[str, Any]]:
         """(name, function of the search so far -> that stage's candidates), in order."""
         sp = self.space
 
         def workers(_: Search) -> list[Candidate]:
-            return [sp.baseline(w, bs) for bs in sp.batch_sizes for w in sp.workers]
+            every = (
+                sp.baseline(w, bs, backend)
+                for bs in sp.batch_sizes
+                for w in spread(sp.workers)
+                for backend in sp.backends
+            )
+            return list(dict.fromkeys(every))  # num_workers=0 once: there are no threads
 
         def startup(s: Search) -> list[Candidate]:
-            best = s.best(workers=True)
+            best = s.best(workers=True, threads=False)
             if best is None:
                 return []
             c = best.candidate
@@ -241,7 +195,7 @@ class Search:
         within ``confirm_within`` of it, and the best of the other side (num_workers=0 if the
         best has workers, else the best with workers), so the answer to "can num_workers be
         0?" rests on full runs too."""
-        ranked = sorted((t for t in self.done if t.probe and t.ok), key=lambda t: -t.value)
+        ranked = sorted((t for t in self.done if t.ok), key=lambda t: -t.value)
         if not ranked:
             return []
         best = ranked[0]
@@ -251,12 +205,23 @@ class Search:
         other = self.best(workers=best.candidate.workers == 0)
         if other is not None:
             picks.append(other.candidate)
+        if len(self.space.backends) > 1 and best.candidate.workers:  # processes or threads?
+            rival = self.best(workers=True, threads=not best.candidate.threads)
+            if rival is not None:
+                picks.append(rival.candidate)
         return list(dict.fromkeys(picks))
+
+    def first(self) -> Candidate | None:
+        """The first trial, a full run: the first candidate of the first stage."""
+        cands = self.stages()[0][1](self)
+        return cands[0] if cands else None
 
 
 def tuned_keys(config: DictConfig) -> list[str]:
     """The keys a tune sweep varies, for the children's names and the parent's params."""
     out = [WORKERS, CONTEXT, PERSISTENT, PREFETCH]
+    if search_threads(config.tune):
+        out.insert(0, BACKEND)
     if accelerator(config):
         out.append(PIN)
     if config.tune.batch_size:
