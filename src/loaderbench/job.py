@@ -63,7 +63,7 @@ class Setup:
     val_loader: Any
     mode: str
     channels_last: bool
-    batch_bytes: int = 0  # one training batch, estimated from one sample (0: no workers)
+    batch_bytes: int = 0  # one training batch, estimated from one sample (0: no worker processes)
     augmentation: str = ""  # the AUGMENTATION_TAG: whose random draws any loader repeats
     delivery: list[str] = field(default_factory=list)  # epochs not delivered exactly once
 
@@ -108,7 +108,8 @@ def build(cfg: DictConfig) -> Setup:
     # One sample, fetched here, sizes the batches workers will pass through /dev/shm and
     # tells the model its input.
     sample = first_sample(train_set)
-    batch_bytes = sample_bytes(sample) * plan.batch_size if plan.num_workers else 0
+    processes = plan.num_workers and plan.backend == keys.DATALOADER  # threads share no memory
+    batch_bytes = sample_bytes(sample) * plan.batch_size if processes else 0
     if warning := check_shared_memory(plan, batch_bytes):
         log.warning("%s", warning)
     det = bool(cfg.trainer.deterministic)
