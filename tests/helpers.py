@@ -178,7 +178,12 @@ def free_port() -> int:
 class MlflowServer:
     """A real ``mlflow server`` on 127.0.0.1 with a SQLite store in ``folder`` and artifacts
     served over HTTP; ``stop()`` ends it by pid, ``start()`` brings it back on the same port
-    and store. ``ui=`` an existing store: ``mlflow ui`` on it instead, as a user runs it."""
+    and store. ``ui=`` an existing store: ``mlflow ui`` on it instead, as a user runs it.
+    ``admin_password=``: MLflow's ``--app-name basic-auth``, whose user ``admin`` has that
+    password (12 characters or more; given in the server's environment, never in a file), and
+    the server's log in ``folder/server.log``."""
+
+    ADMIN = "admin"
 
     def __init__(
         self,
@@ -186,32 +191,57 @@ class MlflowServer:
         port: int | None = None,
         ui: str | None = None,
         template: Path | None = None,
+        admin_password: str | None = None,
     ):
         self.folder, self.port, self.ui = folder, port or free_port(), ui
         self.template = template  # a migrated SQLite store to start from (saves ~2 s)
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self.admin_password = admin_password
 
     def command(self) -> list[str]:
         where = ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
         if self.ui:
             return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", self.ui, *where]
+        auth = ["--app-name", "basic-auth"] if self.admin_password else []
         return [
-            sys.executable, "-m", "mlflow", "server", *where,
+            sys.executable, "-m", "mlflow", "server", *where, *auth,
             "--backend-store-uri", f"sqlite:///{self.folder}/server.db",
             "--artifacts-destination", str(self.folder / "server-artifacts"),
         ]  # fmt: skip
+
+    def environment(self) -> dict[str, str]:
+        """The server's environment: with basic auth, its user store in ``folder`` (MLflow's
+        default is basic_auth.db in the working directory) and the admin's password."""
+        env = dict(os.environ)
+        if self.admin_password:
+            ini = self.folder / "basic_auth.ini"
+            ini.write_text(
+                "[mlflow]\ndefault_permission = READ\n"
+                f"database_uri = sqlite:///{self.folder}/basic_auth.db\n"
+                f"admin_username = {self.ADMIN}\n"
+                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            )
+            env |= {
+                "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+                "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password,
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex(),
+            }
+        return env
 
     def start(self, timeout_s: float = 120) -> MlflowServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.template is not None and not (self.folder / "server.db").exists():
             shutil.copy(self.template, self.folder / "server.db")
-        self.proc = subprocess.Popen(
-            self.command(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
+        log = self.folder / "server.log" if self.admin_password else Path(os.devnull)
+        with open(log, "ab") as out:  # the server keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self.environment(),
+            )  # fmt: skip
         deadline = time.time() + timeout_s
         while time.time() < deadline:
             try:

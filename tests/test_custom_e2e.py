@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from loaderbench import keys
 from tests.helpers import ROOT
@@ -48,6 +49,27 @@ def test_the_example_package_over_workers_and_start_methods_trains_identically(
         assert child.data.params["data.train_size"] == "128"  # TINY's dataset.size: the first 128
         assert child.data.params["data.num_classes"] == "6"  # len(PackedJpegs.classes)
         assert child.data.params["dataset.kwargs.root"] == str(packed)
+
+
+def test_reproducing_the_example_refuses_its_package_without_trust_and_runs_with_it(
+    packed, tmp_path, sqlite_uri
+):
+    proc = run_cli([*EXAMPLE, f"+dataset.kwargs.root={packed}"], tmp_path, sqlite_uri)
+    assert proc.returncode == 0
+    client = MlflowClient(tracking_uri=sqlite_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("loaderbench").experiment_id])
+    cmd = [sys.executable, "-m", "loaderbench.reproduce", run.info.run_id, "--tracking-uri"]
+    refused = subprocess.run([*cmd, sqlite_uri], cwd=ROOT, capture_output=True, text=True)
+    print(refused.stdout[-3000:], refused.stderr[-3000:], sep="\n")
+    assert refused.returncode == 2
+    assert "dataset.target=mypkg.data.PackedJpegs" in refused.stderr
+    assert "model._target_=mypkg.models.Net" in refused.stderr
+    assert len(client.search_runs([run.info.experiment_id])) == 1  # nothing ran
+    trusted = subprocess.run(
+        [*cmd, sqlite_uri, "--trust"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    print(trusted.stdout[-3000:], trusted.stderr[-3000:], sep="\n")
+    assert trusted.returncode == 0 and trusted.stdout.rstrip().endswith("match")
 
 
 def test_an_open_file_under_spawn_fails_with_one_line(tmp_path, sqlite_uri):

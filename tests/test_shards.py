@@ -177,7 +177,9 @@ def test_a_bad_shard_is_one_error_naming_the_file(tmp_path, members, message):
 
 def test_missing_shards_name_the_folder_and_the_script(tmp_path):
     (tmp_path / "train").mkdir()
-    with pytest.raises(ConfigError, match=r"train has no \.tar shard.*python -m loaderbench\.make_shards"):
+    with pytest.raises(
+        ConfigError, match=r"train has no \.tar shard.*python -m loaderbench\.make_shards"
+    ):
         make_shards(root=str(tmp_path))
 
 

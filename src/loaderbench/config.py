@@ -58,11 +58,19 @@ class TrainerConfig:
     # Bit-identical results for a seed on CPU; on CUDA it costs speed, so it is a knob.
     deterministic: bool = True
     progress: bool = True  # a bar per epoch, only when stderr is a terminal
+    # torch.set_num_threads for the step (null: torch's default); it changes the float
+    # rounding of a CPU step, so histories differ across values (a knob that defines training)
+    torch_threads: int | None = None
 
     @staticmethod
     def check(t: Any) -> None:
         if t.epochs < 1:
             raise ConfigError(f"trainer.epochs={t.epochs}: must be at least 1")
+        if t.torch_threads is not None and t.torch_threads < 1:
+            raise ConfigError(
+                f"trainer.torch_threads={t.torch_threads}: must be at least 1, or null for "
+                "torch's default"
+            )
 
 
 @dataclass
@@ -72,7 +80,7 @@ class DeviceConfig:
 
 @dataclass
 class BenchConfig:
-    mode: str = "train"  # train, loader_only, model_only
+    mode: str = "train"  # train, loader_only, model_only, emulated
     warmup_batches: int = 0  # per epoch, excluded from the steady figures
     memory_interval_s: float = 0.2  # how often worker memory is sampled
     # A probe: every epoch stops after this many training batches (and evaluates as many); the
@@ -84,11 +92,17 @@ class BenchConfig:
     # The share of one core that PSS/USS reads may take (each walks the page tables: ~13 ms
     # per GB resident); 0.25 resolves the PSS peaks of runs with GBs mapped.
     pss_budget: float = 0.005
+    # bench.mode=emulated: the step's time T comes from exactly one of these three
+    step_ms: float | None = None  # per batch
+    step_per_sample_ms: float | None = None  # x the batch's samples
+    step_from: str | None = None  # a recorded model_only or train run's compute per batch
+    step_sync: str = "step"  # step: wait for each step; none: queue up to 2 steps
 
     @staticmethod
     def check(b: Any) -> None:
-        if b.mode not in keys.MODES:
-            raise ConfigError(f"bench.mode={b.mode}: choose one of {', '.join(keys.MODES)}")
+        if b.mode not in keys.ALL_MODES:
+            raise ConfigError(f"bench.mode={b.mode}: choose one of {', '.join(keys.ALL_MODES)}")
+        BenchConfig.check_step(b)
         if b.warmup_batches < 0:
             raise ConfigError(f"bench.warmup_batches={b.warmup_batches}: must be 0 or more")
         if not 0 < b.pss_budget <= 1:
@@ -99,6 +113,41 @@ class BenchConfig:
         if probe is not None and probe < 4:  # its projection needs two halves of two steps each
             raise ConfigError(f"bench.probe_batches={probe}: must be at least 4, or null")
 
+    @staticmethod
+    def check_step(b: Any) -> None:
+        """The emulated step's keys: exactly one in emulated mode, none in another."""
+        given = {k: b.get(k) for k in STEP_KEYS if b.get(k) is not None}
+        text = ", ".join(f"bench.{k}={v}" for k, v in given.items())
+        if b.mode != keys.MODE_EMULATED:
+            if given:
+                raise ConfigError(
+                    f"{text}: only bench.mode=emulated emulates a step; add "
+                    "bench.mode=emulated, or drop it"
+                )
+            return
+        if len(given) != 1:
+            what = f"{text} are all set: keep one" if given else "none is set: add one"
+            raise ConfigError(
+                "bench.mode=emulated takes the step time from exactly one of bench.step_ms, "
+                f"bench.step_per_sample_ms and bench.step_from; {what} (e.g. bench.step_ms=20)"
+            )
+        key, value = next(iter(given.items()))
+        if key != "step_from" and not value > 0:
+            raise ConfigError(
+                f"bench.{key}={value}: a step takes more than 0 ms (e.g. bench.{key}=20)"
+            )
+        if key == "step_from" and not str(value).strip():
+            raise ConfigError("bench.step_from is empty: give the id of a recorded run")
+        if b.step_sync not in STEP_SYNC:
+            raise ConfigError(
+                f"bench.step_sync={b.step_sync}: choose step (wait for each step, as a loop "
+                "that reads loss.item()) or none (queue up to 2 steps, as an accelerator does)"
+            )
+
+
+STEP_KEYS = ("step_ms", "step_per_sample_ms", "step_from")
+STEP_SYNC = ("step", "none")
+
 
 @dataclass
 class TuneConfig:
@@ -107,6 +156,7 @@ class TuneConfig:
     trials: int | None = None  # at most this many trials, the confirming full runs included
     budget_s: float | None = None  # no new probe after this many wall seconds
     batch_size: bool = False  # also search batch_size (half, as given, double): changes training
+    torch_threads: bool = False  # also search trainer.torch_threads (1, 2, 4 .. cores): likewise
     probe_batches: int = 20  # a probe's batches per epoch
     max_workers: int | None = None  # null: 2 × the cores this process may use
     contexts: list[str] | None = None  # null: every start method of the platform

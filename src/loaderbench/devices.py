@@ -86,3 +86,16 @@ def configure_determinism(deterministic: bool, device: torch.device) -> None:
     if inductor is not None:
         inductor.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
+
+
+_DEFAULT_THREADS: list[int] = []  # torch's own count, read before the first job changes it
+
+
+def set_torch_threads(threads: int | None) -> int:
+    """``torch.set_num_threads`` for the step (``trainer.torch_threads``; None: torch's default,
+    restored, since an in-process sweep's earlier job may have changed it). Returns the count
+    the step runs with. DataLoader workers set their own to 1 whatever this says."""
+    if not _DEFAULT_THREADS:
+        _DEFAULT_THREADS.append(torch.get_num_threads())
+    torch.set_num_threads(threads or _DEFAULT_THREADS[0])
+    return torch.get_num_threads()

@@ -23,6 +23,7 @@ from pathlib import Path
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from loaderbench import config, job, keys, store, tracking
+from loaderbench.active import ACTIVE
 from loaderbench.config import ConfigError
 from loaderbench.job import Setup
 from loaderbench.launch import Launch
@@ -36,7 +37,8 @@ log = logging.getLogger(__name__)
 
 def make_tracker(cfg: DictConfig, launch: Launch) -> tracking.Tracker:
     """The job's tracker: none with ``mlflow.enabled=false``, else the configured store,
-    checked reachable before any work (a dead server is one line naming the URI)."""
+    checked reachable before any work (a dead server, or one that wants credentials, is one
+    line naming the URI)."""
     if not cfg.mlflow.enabled:
         return tracking.NullTracker()
     uri = store.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch.launch_dir)
@@ -47,6 +49,7 @@ def make_tracker(cfg: DictConfig, launch: Launch) -> tracking.Tracker:
         parent_run_id=os.environ.get(keys.PARENT_ENV) if launch.multirun else None,
         system_metrics=cfg.mlflow.system_metrics,
         offline_dir=Path(launch.output_dir or launch.launch_dir) / keys.OFFLINE_DIR,
+        end_lost=not ACTIVE.launching_here(),  # a sweep launched here looked at its start
     )
 
 
@@ -80,12 +83,13 @@ def _check_required(cfg: DictConfig) -> None:
         raise ConfigError(f"{exc.full_key} must be set: pass {exc.full_key}=...") from None
 
 
-def prepare(cfg: DictConfig) -> Setup:
+def prepare(cfg: DictConfig, launch_dir: str | None = None) -> Setup:
     """Check the config (every value set, every range) and build device, data, loaders, model
-    and optimizer (:func:`loaderbench.job.build`)."""
+    and optimizer (:func:`loaderbench.job.build`; ``launch_dir``: where a relative tracking
+    store lies, default the current directory)."""
     _check_required(cfg)
     config.check(cfg)
-    return job.build(cfg)
+    return job.build(cfg, launch_dir)
 
 
 def run(
@@ -110,7 +114,7 @@ def run(
     setup: Setup | None = None
     try:
         t0 = time.perf_counter()
-        setup = prepare(cfg)
+        setup = prepare(cfg, launch.launch_dir)
         setup_s = time.perf_counter() - t0
         record.open(setup)
         if stats := job.data_stats(setup):

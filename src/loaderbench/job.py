@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,8 @@ from loaderbench.data import (
     set_epoch,
     transformed,
 )
-from loaderbench.devices import configure_determinism, resolve_device
+from loaderbench.devices import configure_determinism, resolve_device, set_torch_threads
+from loaderbench.emulated import StepTime, make_step, resolve_step
 from loaderbench.loop import EpochRunner, Progress
 from loaderbench.models import build_model, check_model
 from loaderbench.stopping import stopped_with_workers
@@ -66,6 +68,7 @@ class Setup:
     batch_bytes: int = 0  # one training batch, estimated from one sample (0: no worker processes)
     augmentation: str = ""  # the AUGMENTATION_TAG: whose random draws any loader repeats
     delivery: list[str] = field(default_factory=list)  # epochs not delivered exactly once
+    step: StepTime | None = None  # emulated mode's T (loaderbench.emulated)
 
     def epoch_samples(self, epoch: int) -> int:
         """The training samples due in ``epoch``, as the loader splits it."""
@@ -83,12 +86,27 @@ def instantiate_dataset(cfg: DictConfig) -> DatasetPair:
         raise
 
 
-def build(cfg: DictConfig) -> Setup:
+def build(cfg: DictConfig, launch_dir: str | None = None) -> Setup:
     """Device, data, loaders, model and optimizer from the config (checked: a value that cannot
-    work raises ConfigError naming it)."""
+    work raises ConfigError naming it), and in emulated mode the step's time T (``launch_dir``:
+    where a relative tracking store is, for ``bench.step_from``)."""
     device = resolve_device(cfg.device.type)
     plan = plan_loader(cfg.loader, device=device)
     configure_determinism(cfg.trainer.deterministic, device)
+    threads = cfg.trainer.get("torch_threads")
+    plan.effective["torch_threads"] = set_torch_threads(threads)
+    if threads is None:
+        plan.reasons["torch_threads"] = "trainer.torch_threads=null: torch's default"
+    step = None
+    if cfg.bench.mode == keys.MODE_EMULATED:
+        uri = cfg.mlflow.get("tracking_uri")
+        step = resolve_step(cfg.bench, plan.batch_size, uri, launch_dir or os.getcwd())
+        how = "torch.cuda._sleep on the current stream" if device.type == "cuda" else "a sleep"
+        plan.effective["step_ms"] = step.ms
+        plan.reasons["step_ms"] = (
+            f"{step.source}; emulated on {device.type} as {how} (no core, no GIL), "
+            f"step_sync={cfg.bench.step_sync}"
+        )
 
     seed = int(cfg.seed)
     data = instantiate_dataset(cfg)
@@ -141,6 +159,7 @@ def build(cfg: DictConfig) -> Setup:
         augmentation=augmentation(train_set, plan.backend, data.user_class),
         mode=cfg.bench.mode,
         channels_last=bool(cfg.model.get("channels_last", False)),
+        step=step,
     )
 
 
@@ -186,6 +205,7 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
         channels_last=s.channels_last,
         max_batches=probe_length(cfg.bench, len(s.train_loader)),
         sample_ids=len(s.data.train),
+        step=make_step(s.step, cfg.bench.step_sync, s.device) if s.step else None,
     )
     before_epoch = getattr(s.data.train, "before_epoch", None)
     epochs: list[EpochStats] = []
@@ -215,11 +235,12 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
             log.warning("not exactly once: %s", problem)
             s.delivery.append(problem)
         log.info(
-            "epoch %d: %.0f samples/s, waiting for data %.0f%% of the time%s%s",
+            "epoch %d: %.0f samples/s, waiting for data %.0f%% of the time%s%s%s",
             epoch,
             stats.samples_per_s,
             100 * stats.data_wait_fraction,
             f", train loss {stats.loss:.4f}" if s.mode == "train" else "",
+            f", the step waited {stats.step_wait_ms:.2f} ms a step" if stats.step_waits else "",
             f", val acc {stats.val_acc:.3f}" if not math.isnan(stats.val_acc) else "",
         )
         epochs.append(stats)

@@ -22,6 +22,17 @@ REPRODUCE_RESULT_TAG = "loaderbench.reproduce_result"  # match / mismatch: ...
 CEILINGS_TAG = "loaderbench.ceilings"  # the bottleneck in words
 RECOMMENDATION_TAG = "loaderbench.dataloader"  # a sweep parent: the DataLoader(...) to paste
 KILLED_BY_TAG = "loaderbench.killed_by"  # on a KILLED run: the signal, e.g. SIGTERM
+KILLED_BY_LOST = "lost"  # ... or "lost": found dead, its process or heartbeat gone
+LOST_REASON_TAG = "loaderbench.lost_reason"  # e.g. "process 1234 on host-a is gone"
+# Where a run's process runs, so a run left RUNNING by a dead one can be told from a live one.
+HOST_TAG = "loaderbench.host"
+PID_TAG = "loaderbench.pid"
+PID_STARTED_TAG = "loaderbench.pid_started"  # its start, s since the epoch: a reused pid differs
+PID_NS_TAG = "loaderbench.pid_ns"  # its pid namespace (Linux): containers with one hostname
+HEARTBEAT_TAG = "loaderbench.heartbeat"  # UTC, refreshed every minute while the process lives
+EMULATED_TAG = "loaderbench.emulated"  # "true" on a run whose step was emulated (bench.mode)
+FED_TAG = "loaderbench.fed"  # an emulated run: FED or STARVED (rule: loaderbench.feeding)
+FED, STARVED = "fed", "starved"
 # "ok", or which epochs delivered a sample twice or not at all (the run's warning)
 EXACTLY_ONCE_TAG = "loaderbench.exactly_once"
 EXACTLY_ONCE_OK = "ok"
@@ -78,7 +89,16 @@ MODE_PARAM = "bench.mode"
 REPEAT_PARAM = "bench.repeat"
 PROBE_PARAM = "bench.probe_batches"  # set: the run is a tuner's probe, not a full run
 MODE_TRAIN = "train"
-MODES = (MODE_TRAIN, "loader_only", "model_only")  # the values of bench.mode
+MODE_EMULATED = "emulated"  # the loader feeds an emulated device step (loaderbench.emulated)
+MODES = (MODE_TRAIN, "loader_only", "model_only")  # training and its two ceilings
+ALL_MODES = (*MODES, MODE_EMULATED)  # the values of bench.mode
+# What the emulated step is (bench.step_ms / step_per_sample_ms / step_from), and how the loop
+# waits for it: the conditions a loader is fed under, not loader settings.
+STEP_PARAMS = ("bench.step_ms", "bench.step_per_sample_ms", "bench.step_from")
+STEP_SYNC_PARAM = "bench.step_sync"
+STEP_MS_EFFECTIVE = "effective.step_ms"  # T, the emulated step's milliseconds per batch
+TORCH_THREADS_PARAM = "trainer.torch_threads"
+TORCH_THREADS_EFFECTIVE = "effective.torch_threads"  # the intra-op threads the step ran with
 # Loader settings that do nothing without worker processes.
 WORKER_ONLY_PARAMS = (
     BACKEND_PARAM,  # threads at num_workers=0 are the DataLoader at 0
@@ -118,6 +138,8 @@ LOSS_TRAIN, ACC_TRAIN, LOSS_VAL, ACC_VAL = "loss/train", "acc/train", "loss/val"
 SAMPLES_SEEN = "data/samples_seen"  # samples delivered, repeats included
 DUPLICATE_SAMPLES = "data/duplicate_samples"  # deliveries beyond a sample's first
 MISSING_SAMPLES = "data/missing_samples"  # samples never delivered (drop_last's tail included)
+# An emulated run: the ms a step waited for its batch (the device sat idle), per steady step.
+STEP_WAIT_MS = "stall/step_wait_ms"
 
 # --- once per run ---------------------------------------------------------------------------
 SUMMARY_SAMPLES_PER_S = "summary/samples_per_s"
@@ -133,6 +155,10 @@ SUMMARY_WALL = "summary/wall_s"
 SUMMARY_WARMUP_BATCHES = "summary/warmup_batches"
 # A probe's (bench.probe_batches) throughput projected to full epochs: what the tuner ranks.
 SUMMARY_PROJECTED = "summary/projected_samples_per_s"
+# An emulated run: summary of stall/step_wait_ms over the steady epochs (what fed is judged on).
+SUMMARY_STEP_WAIT = "summary/step_wait_ms"
+# A train or model_only run: its steady compute per batch, in ms (what bench.step_from reads).
+SUMMARY_COMPUTE_PER_BATCH = "summary/compute_per_batch_ms"
 SETUP_S = "time/setup_s"  # validation, dataset, model and loaders, before the first epoch
 PEAK_RSS = "memory/peak_rss_mb"
 PEAK_PSS = "memory/peak_pss_mb"

@@ -7,51 +7,25 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from loaderbench import keys
 from loaderbench.exactly_once import SampleIds
-from loaderbench.timing import EpochStats, TimedBatches
+from loaderbench.progress import Progress
+from loaderbench.timing import EpochStats, TimedBatches, batch_size_of
 
+if TYPE_CHECKING:  # types only: the step is built by the job
+    from loaderbench.emulated import CpuStep, CudaStep
 
-class Progress:
-    """A bar per epoch with samples/s and the stall fraction; silent unless stderr is a tty."""
+    Step = CpuStep | CudaStep
 
-    def __init__(self, total_batches: int, desc: str, enabled: bool = True):
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=total_batches, desc=desc, unit="batch", leave=False, file=sys.stderr
-            )
-        self._next_postfix = 0.0
-        self.batches = 0  # arrived so far this epoch (an error names the one after them)
-
-    def update(self, stats: EpochStats, start: float) -> None:
-        self.batches += 1
-        if self.bar is None:
-            return
-        self.bar.update(1)
-        now = time.perf_counter()
-        if now >= self._next_postfix:  # formatting the postfix every step would cost time
-            elapsed = now - start
-            self.bar.set_postfix_str(
-                f"{stats.samples / elapsed:.0f} samples/s, stall {stats.data_wait_s / elapsed:.0%}",
-                refresh=False,
-            )
-            self._next_postfix = now + 0.5
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+__all__ = ["EpochRunner", "Progress", "emulate_epoch", "evaluate", "train_one_epoch"]
 
 
 def _to_device(
@@ -158,6 +132,38 @@ def iterate_loader(
     return stats if ids is None else ids.fill(stats)
 
 
+def emulate_epoch(
+    loader: Iterable,
+    device: torch.device,
+    step: Step,
+    *,
+    epoch: int,
+    warmup_batches: int = 0,
+    max_batches: int | None = None,
+    progress: Progress | None = None,
+    ids: SampleIds | None = None,
+) -> EpochStats:
+    """Every batch to the device as in training, then an emulated step of T
+    (:mod:`loaderbench.emulated`): the loader feeds an accelerator this machine may not have.
+    The window edges drain the queued steps, so the epoch's wall time includes them."""
+    stats = EpochStats(epoch=epoch)
+    start = time.perf_counter()
+    batches = TimedBatches(
+        loader, device, stats, warmup_batches=warmup_batches, max_batches=max_batches,
+        sync=step.drain,
+    )  # fmt: skip
+    for batch in batches:
+        _to_device(batch, device, channels_last=False)
+        step(batch_size_of(batch))
+        if ids is not None:
+            ids.add(batch)
+        if progress is not None:
+            progress.update(stats, start)
+    # waits[i] came before step i + 2; the first step after the warm-up's drain waited for it
+    stats.step_waits = step.take_waits()[warmup_batches:]
+    return stats if ids is None else ids.fill(stats)
+
+
 def train_cached_batch(
     model: nn.Module,
     batch: Any,
@@ -195,12 +201,13 @@ class EpochRunner:
     - ``loader_only``: :func:`iterate_loader`, the loader's ceiling;
     - ``model_only``: :func:`train_cached_batch` on one batch fetched once, outside the clock;
       its fetch time is reported as the first-batch latency (the real cost of a batch).
+    - ``emulated``: :func:`emulate_epoch` with ``step``, an accelerator's step emulated.
 
     ``max_batches`` makes every epoch a probe: it stops after that many batches, and in
     ``train`` mode evaluates on that many validation batches at most (outside the clock, as
     always: a probe's accuracy is that of a cut epoch, on part of the validation set).
 
-    ``sample_ids``: the training split's id space (its length); when set, train and
+    ``sample_ids``: the training split's id space (its length); when set, train, emulated and
     loader_only count every epoch's ids (:class:`SampleIds`).
     """
 
@@ -213,12 +220,13 @@ class EpochRunner:
     channels_last: bool = False
     max_batches: int | None = None
     sample_ids: int | None = None
+    step: Step | None = None  # emulated mode's step (loaderbench.emulated.make_step)
     _batch: Any = None
     _fetch_s: float = math.nan
 
     def __post_init__(self) -> None:
-        if self.mode not in keys.MODES:
-            raise ValueError(f"mode {self.mode!r}: choose one of {', '.join(keys.MODES)}")
+        if self.mode not in keys.ALL_MODES:
+            raise ValueError(f"mode {self.mode!r}: choose one of {', '.join(keys.ALL_MODES)}")
 
     def run_epoch(
         self, epoch: int, *, warmup_batches: int = 0, progress: Progress | None = None
@@ -232,6 +240,8 @@ class EpochRunner:
         ids = SampleIds(self.sample_ids) if self.sample_ids else None
         if self.mode == "loader_only":
             return iterate_loader(self.train_loader, self.device, ids=ids, **common)
+        if self.mode == keys.MODE_EMULATED:
+            return emulate_epoch(self.train_loader, self.device, self.step, ids=ids, **common)
         if self.mode == "model_only":
             if self._batch is None:
                 t0 = time.perf_counter()

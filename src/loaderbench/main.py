@@ -33,12 +33,18 @@ def main(config_dir: str | os.PathLike | None = None) -> None:
 
     from loaderbench import __version__
     from loaderbench.cli import main as guarded
-    from loaderbench.config import register_configs
+    from loaderbench.config import ConfigError, register_configs
     from loaderbench.packaged_configs import config_dir as packaged
+    from loaderbench.tracking_uri import check_command_line
 
     if sys.argv[1:] == ["--version"]:  # Hydra's own --version names only Hydra
         print(f"loaderbench {__version__} (Hydra {hydra.__version__})")
         return
+    try:  # before Hydra writes the overrides into the job folder
+        check_command_line(sys.argv[1:])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     register_configs()

@@ -22,7 +22,11 @@ _SHORT = {
     "prefetch_factor": "pf",
     "repeat": "r",
     "probe_batches": "probe",
+    "torch_threads": "tt",  # intra-op threads of the step (t4 is four loader threads)
 }
+# An emulated step: 20ms, 0.5ms/sample, from-1a2b3c4d; step_sync=step / none as sync / async.
+_UNITS = {"step_ms": "{}ms", "step_per_sample_ms": "{}ms/sample", "step_from": "from-{:.8}"}
+_SYNC = {"step": "sync", "none": "async"}
 _FLAGS = {"pin_memory": "pin", "persistent_workers": "persist", "drop_last": "droplast"}
 
 
@@ -33,6 +37,10 @@ def label(key: str, value: Any) -> str:
         return f"{_SHORT[leaf]}{value}"
     if leaf in _FLAGS:
         return _FLAGS[leaf] if value else "no" + _FLAGS[leaf]
+    if leaf in _UNITS:
+        return _UNITS[leaf].format(value)
+    if leaf == "step_sync":
+        return _SYNC.get(str(value), f"sync={value}")
     if leaf in ("multiprocessing_context", "decoder", "mode", "backend") or "." not in key:
         return str(value)  # a value that names itself, or a config group's option
     return f"{leaf}={value}"
@@ -47,7 +55,8 @@ def run_name(
     at null (torch's default, e.g. no prefetch_factor at num_workers=0). A swept config group
     is named by the option Hydra chose (``choices``, from ``hydra.runtime.choices``:
     ``loader=article_w8_spawn`` gives ``article_w8_spawn``), else by its node's ``name``. A
-    single run: the worker count and any loader knob set away from torch's default.
+    single run: the worker count, any loader knob set away from torch's default, and the
+    step's threads where set (``tt2``).
     """
     if swept is None:
         lc, default = cfg.loader, LoaderConfig()
@@ -62,6 +71,7 @@ def run_name(
             )
             if lc.get(k) != getattr(default, k)
         ]
+        swept.append("trainer.torch_threads")  # left out at null, as any key
     threads = OmegaConf.select(cfg, keys.BACKEND_PARAM, default=None) == keys.THREADS
     parts = []
     for key in swept:

@@ -117,9 +117,14 @@ def upload(path: Path, tracking_uri: str | None = None) -> list[str]:
         client, experiment_id = store.open_experiment(uri, journal.experiment)
         run_id = journal.run_id
         try:
-            same = client.get_run(run_id).info.experiment_id == experiment_id if run_id else False
+            there = client.get_run(run_id) if run_id else None
         except MlflowException:
-            same = False
+            there = None
+        same = there is not None and there.info.experiment_id == experiment_id
+        if same and there.data.tags.get(keys.KILLED_BY_TAG) == keys.KILLED_BY_LOST:
+            # found dead while its record waited here: it was not; its own end says how it ended
+            for tag in (keys.KILLED_BY_TAG, keys.LOST_REASON_TAG):
+                client.delete_tag(run_id, tag)
         if not same:  # not in this store: the whole run again, from the journal
             run = client.create_run(
                 experiment_id,

@@ -15,6 +15,7 @@ import torch
 
 from loaderbench import __version__, keys
 from loaderbench.devices import cpu_model, device_name
+from loaderbench.tracking_uri import redact
 
 PACKAGES = {
     "torch": "torch",
@@ -88,7 +89,7 @@ def env_tags(device: torch.device) -> dict[str, str]:
         "env.hostname": socket.gethostname(),
         "env.device": str(device),
         "env.device_name": device_name(device),
-        "env.argv": " ".join(sys.argv),
+        "env.argv": redact(" ".join(sys.argv)),  # a URI's credentials never recorded
     }
     return tags
 

@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from loaderbench import keys, tracking
+from loaderbench import feeding, keys, tracking
 from loaderbench.active import ACTIVE
 from loaderbench.devices import device_label
+from loaderbench.heartbeat import process_tags
 from loaderbench.provenance import env_tags, scheduler_job_id
 from loaderbench.stopping import signal_name, signals_held
 from loaderbench.timing import EpochStats, projected_samples_per_s, summary_metrics
+from loaderbench.tracking_uri import KEY as URI_PARAM
+from loaderbench.tracking_uri import redact
 
 if TYPE_CHECKING:  # types only: this module builds nothing
     import torch
@@ -39,6 +42,8 @@ def params(cfg: DictConfig, setup: Setup | None, given: dict[str, str]) -> dict[
     (``effective.*``, the data's fingerprint and sizes) once it is built."""
     out = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
     out |= {f"given.{k}": v for k, v in given.items()}  # a relative path as typed
+    if isinstance(uri := out.get(URI_PARAM), str):  # refused with credentials; never recorded
+        out[URI_PARAM] = redact(uri)
     if setup is not None:
         out |= {f"effective.{k}": v for k, v in setup.plan.effective.items()}
         out |= {
@@ -64,12 +69,38 @@ def tags(launch: Launch, setup: Setup | None) -> dict[str, str]:
         out[keys.OUTPUT_DIR_TAG] = launch.output_dir
     if job := scheduler_job_id():
         out[keys.JOB_ID_TAG] = job
+    out |= process_tags()  # host, pid, its start: a run whose process died can be told
     if setup is not None:
         out |= env_tags(setup.device)
         out |= {f"effective.{k}.reason": why for k, why in setup.plan.reasons.items()}
         if setup.augmentation:
             out[keys.AUGMENTATION_TAG] = setup.augmentation
+        if setup.step is not None:
+            out[keys.EMULATED_TAG] = "true"
     return out
+
+
+class Objective(float):
+    """A run's figure for a sweeper (a float), with ``fed``: whether its emulated step was fed
+    (None in the other modes), which ``sweep=tune`` reads in emulated mode."""
+
+    fed: bool | None = None
+
+    def __reduce__(self) -> tuple:  # pickled by submitit's launcher: keep the attribute
+        return (_objective, (float(self), self.fed))
+
+
+def _objective(value: float, fed: bool | None) -> Objective:
+    out = Objective(value)
+    out.fed = fed
+    return out
+
+
+def feed_line(summary: dict[str, float], step_ms: float) -> str:
+    """An emulated run's answer in words: ``the 20 ms step waited 0.12 ms a step: fed``."""
+    wait = summary.get(keys.SUMMARY_STEP_WAIT, math.nan)
+    verdict = feeding.label(wait, step_ms) or "too few steps to say"
+    return f"the {step_ms:.3g} ms step waited {wait:.3g} ms a step for data: {verdict}"
 
 
 def summary_line(summary: dict[str, float], data: DatasetPair, device: torch.device) -> str:
@@ -142,6 +173,13 @@ class Record:
         self.tracker.log_metrics(summary)
         line = summary_line(summary, setup.data, setup.device)
         done = {keys.NOTE_TAG: line}
+        fed = None
+        if setup.step is not None:
+            wait = summary.get(keys.SUMMARY_STEP_WAIT, math.nan)
+            fed = feeding.is_fed(wait, setup.step.ms)
+            if fed is not None:
+                done[keys.FED_TAG] = feeding.label(wait, setup.step.ms)
+            line = done[keys.NOTE_TAG] = f"{feed_line(summary, setup.step.ms)}; {line}"
         if any(e.samples_seen >= 0 for e in epochs):  # counted (not model_only's cached batch)
             done[keys.EXACTLY_ONCE_TAG] = "; ".join(setup.delivery) or keys.EXACTLY_ONCE_OK
         self.tracker.set_tags(done)
@@ -150,7 +188,9 @@ class Record:
         log.info("recorded: %s", self.tracker.where())
         if setup.delivery:
             return math.nan
-        return summary.get(keys.SUMMARY_PROJECTED, summary[keys.SUMMARY_SAMPLES_PER_S])
+        return _objective(
+            summary.get(keys.SUMMARY_PROJECTED, summary[keys.SUMMARY_SAMPLES_PER_S]), fed
+        )
 
     def killed(self, stop: BaseException) -> None:
         """Ctrl-C or SIGTERM: the open run KILLED with the signal's name, uninterrupted by a

@@ -11,6 +11,10 @@ as a standalone run; every new run carries ``loaderbench.reproduces`` = the orig
 
 prints "match" or the differing per-epoch values. Exit status: 0 when every per-epoch loss and
 accuracy is bit-identical, 1 on any difference, 2 when the run cannot be reproduced at all.
+
+Rebuilding a run imports what its stored config names (:mod:`loaderbench.trust`). A name outside
+loaderbench, torch, torchvision and hydra (a user's ``mypkg.data.MyDataset``, or anything
+anyone with write access to a shared store typed) is listed, and refused without ``--trust``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from loaderbench import keys, store
+from loaderbench import keys, store, trust
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,7 @@ CONFIG_ARTIFACT = keys.CONFIG_ARTIFACT
 COMPARED = (keys.LOSS_TRAIN, keys.ACC_TRAIN, keys.LOSS_VAL, keys.ACC_VAL)
 THROUGHPUT = (keys.SUMMARY_SAMPLES_PER_S, keys.SUMMARY_STEADY, keys.SUMMARY_FIRST_BATCH)
 ENV_TAGS = keys.ENV_TAGS
+TRUSTED = trust.ALLOWED
 
 
 class ReproduceError(store.NotInStore):
@@ -106,14 +111,31 @@ def load_config(client: Any, run_id: str) -> Any:
     return cfg
 
 
-def reproduce_run(client: Any, run: Any, tracking_uri: str) -> Comparison:
+class Untrusted(ReproduceError):
+    """The stored config names code outside loaderbench, torch and hydra, and --trust was not
+    given: reproducing would import and run it."""
+
+
+def check_trusted(configs: dict[str, Any]) -> list[str]:
+    """One line per importable name outside :data:`loaderbench.trust.ALLOWED` in the stored
+    configs (``run id -> config``), before anything is imported."""
+    from omegaconf import OmegaConf
+
+    lines = []
+    for run_id, cfg in configs.items():
+        for key, name in trust.untrusted(OmegaConf.to_container(cfg, resolve=False)):
+            lines.append(f"  {key}={name} (run {run_id})")
+    return lines
+
+
+def reproduce_run(client: Any, run: Any, tracking_uri: str, cfg: Any = None) -> Comparison:
     """Re-run ``run`` into the same store and experiment; compare, tag, return the result."""
     from loaderbench.experiment import Launch, make_tracker
     from loaderbench.experiment import run as run_job
 
     original = run.info.run_id
     comparison = Comparison(original, run.info.run_name or original[:8])
-    cfg = load_config(client, original)
+    cfg = load_config(client, original) if cfg is None else cfg
     cfg.mlflow.enabled = True
     cfg.mlflow.tracking_uri = tracking_uri  # the store the original is in, wherever we run
     # The original override string gives the new run the same name; Hydra's grammar has no
@@ -145,18 +167,30 @@ def reproduce_run(client: Any, run: Any, tracking_uri: str) -> Comparison:
     return comparison
 
 
-def reproduce(run_id: str, tracking_uri: str) -> list[Comparison]:
-    """Reproduce a run, or every FINISHED child of a sweep parent; one Comparison each."""
+def reproduce(run_id: str, tracking_uri: str, *, trust: bool = False) -> list[Comparison]:
+    """Reproduce a run, or every FINISHED child of a sweep parent; one Comparison each. A
+    stored config that names code outside loaderbench, torch and hydra is :class:`Untrusted`
+    unless ``trust``: nothing is imported or run before that check."""
     client = store.open_store(tracking_uri, must_exist=True, error=ReproduceError)
     run = store.get_run(client, run_id, ReproduceError)
-    if not store.is_sweep(run):
-        return [reproduce_run(client, run, tracking_uri)]
-
-    children = store.child_runs(client, run, finished_only=True)
-    if not children:
-        raise ReproduceError(f"sweep {run_id} has no FINISHED runs to reproduce")
-    log.info("sweep %s: reproducing %d runs", run_id, len(children))
-    return [reproduce_run(client, child, tracking_uri) for child in children]
+    runs = [run]
+    if store.is_sweep(run):
+        runs = store.child_runs(client, run, finished_only=True)
+        if not runs:
+            raise ReproduceError(f"sweep {run_id} has no FINISHED runs to reproduce")
+        log.info("sweep %s: reproducing %d runs", run_id, len(runs))
+    configs = {r.info.run_id: load_config(client, r.info.run_id) for r in runs}
+    if names := check_trusted(configs):
+        if not trust:
+            raise Untrusted(
+                f"the stored config of {run_id} names code outside "
+                f"{', '.join(TRUSTED)}; reproducing it would import and run:\n"
+                + "\n".join(names)
+                + "\nanyone who can write runs to this store chose these names: read them, and "
+                "if you trust them run again with --trust"
+            )
+        log.warning("--trust: importing code the stored config names:\n%s", "\n".join(names))
+    return [reproduce_run(client, r, tracking_uri, configs[r.info.run_id]) for r in runs]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,13 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("run_id", help="a run id, or a sweep's parent run id")
     parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or outputs/mlflow.db")
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="import the code the stored config names even outside loaderbench, torch, "
+        "torchvision and hydra (e.g. your own dataset package)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # config.yaml reads
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     try:
         uri = store.resolve_tracking_uri(args.tracking_uri, os.getcwd())
-        comparisons = reproduce(args.run_id, uri)
+        comparisons = reproduce(args.run_id, uri, trust=args.trust)
     except (ReproduceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,6 @@
-"""The one way to reach a tracking store: resolve its URI, open it, read runs back from it.
+"""The one way to reach a tracking store: open it, read runs back from it, write batches.
+Where it is (its URI, checked for credentials and a server that answers) is
+:mod:`loaderbench.tracking_uri`'s; its names are re-exported here.
 
 This is the only module that builds an ``MlflowClient``. mlflow (and omegaconf) are imported
 inside functions only: ``import mlflow`` costs ~3 s, and the report must stay importable without
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -19,7 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from loaderbench import keys
-from loaderbench.config import ConfigError
+from loaderbench.tracking_uri import (  # noqa: F401  where the store is: re-exported here
+    SCHEMES,
+    SQLITE,
+    StoreUnauthorized,
+    StoreUnreachable,
+    check_reachable,
+    default_tracking_uri,
+    is_unreachable,
+    resolve_tracking_uri,
+)
+from loaderbench.tracking_uri import sqlite_file as _sqlite_file
 
 try:
     import fcntl
@@ -28,9 +39,6 @@ except ImportError:  # not POSIX: no lock (and no parallel first use to guard th
 
 log = logging.getLogger(__name__)
 
-SQLITE = "sqlite:///"
-# Tracking stores MLflow 3 opens (a plain folder, file://, it refuses).
-SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 PAGE = 1000  # runs per search page (MLflow's own maximum is larger; paging is what matters)
 # What one MLflow log_batch call accepts at most, per kind.
 BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
@@ -42,36 +50,6 @@ class NotInStore(LookupError):
 
 class SweepNotFound(NotInStore):
     """The run id does not exist, or is not the parent run of a sweep."""
-
-
-class StoreUnreachable(ConfigError):
-    """No tracking server answers at the configured address (one line, exit 2)."""
-
-
-# --- where the store is ---------------------------------------------------------------------
-def default_tracking_uri(launch_dir: str | os.PathLike) -> str:
-    return SQLITE + str(Path(launch_dir).resolve() / "outputs" / "mlflow.db")
-
-
-def resolve_tracking_uri(configured: str | None, launch_dir: str | os.PathLike) -> str:
-    """``mlflow.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the SQLite file under
-    ``outputs/`` of the launch directory. Relative SQLite paths are made absolute against the
-    launch directory, so jobs that run elsewhere (submitit) write to the same store."""
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(launch_dir)
-    if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
-        uri = SQLITE + str((Path(launch_dir) / uri[len(SQLITE) :]).resolve())
-    if "://" not in uri or uri.startswith("file:"):
-        raise ConfigError(
-            f"mlflow.tracking_uri={uri}: a plain folder store is refused by MLflow 3; "
-            "use sqlite:///path/to/mlflow.db or http://host:port"
-        )
-    scheme = uri.split("://", 1)[0].split("+", 1)[0]
-    if scheme not in SCHEMES:
-        raise ConfigError(
-            f"mlflow.tracking_uri={uri}: unknown scheme '{scheme}'; use one of "
-            f"{', '.join(s + '://' for s in SCHEMES)} (e.g. sqlite:///outputs/mlflow.db)"
-        )
-    return uri
 
 
 @contextlib.contextmanager
@@ -89,49 +67,6 @@ def _one_at_a_time(db: Path | None) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _sqlite_file(tracking_uri: str) -> Path | None:
-    return Path(tracking_uri[len(SQLITE) :]) if tracking_uri.startswith(SQLITE) else None
-
-
-def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
-    """Fail at once, naming the URI, when no server answers there (MLflow's client would retry
-    for minutes first). Any HTTP answer counts: only the connection matters here."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout_s).close()
-    except urllib.error.HTTPError:
-        return  # it answered
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise StoreUnreachable(
-            f"mlflow.tracking_uri={tracking_uri}: no tracking server answers there ({reason}); "
-            "start it (mlflow server --host 127.0.0.1 --port PORT --backend-store-uri "
-            "sqlite:///mlflow.db) or set mlflow.tracking_uri to one that runs"
-        ) from None
-
-
-def is_unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` means the tracking server could not be reached (after MLflow's own
-    retries): a refused or timed-out connection, or a 5xx answer. Anything else is a real
-    error of the request."""
-    if isinstance(exc, OSError) or type(exc).__module__.startswith(("requests", "urllib3")):
-        return True
-    text = str(exc)
-    return (
-        type(exc).__name__ == "MlflowException"
-        and "API request to" in text
-        and (
-            "failed with exception" in text
-            or "timeout exception" in text
-            or "failed with error code 5" in text
-        )
-    )
 
 
 def quiet_mlflow_logging() -> None:

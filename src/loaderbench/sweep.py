@@ -7,7 +7,9 @@ a submitit/Slurm one, reads them: it tags its own run as a child and names it by
 values. At the end, ``on_multirun_end`` (again in the launching process) builds the report from
 the tracking store alone, so it comes out the same for every launcher and store. A stop signal
 (see :mod:`loaderbench.cli`) ends the sweep through :data:`loaderbench.active.ACTIVE`, where
-the open sweep registers itself, instead.
+the open sweep registers itself, instead. While the jobs run, a heartbeat shows the parent
+alive (:mod:`loaderbench.heartbeat`); first, this host's runs left RUNNING by a process that
+died are ended KILLED (:mod:`loaderbench.lost`).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from loaderbench import keys, store, tracking, ui
+from loaderbench import keys, lost, store, tracking, ui
 from loaderbench.active import ACTIVE, Interruption
 from loaderbench.config import ConfigError
+from loaderbench.heartbeat import Heartbeat, process_tags
 
 log = logging.getLogger(__name__)
 JOB_ERROR_FILE = keys.ERROR_ARTIFACT  # also written into a failed job's output directory
@@ -119,6 +122,7 @@ class SweepCallback(Callback):
         self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
         self.total: int | None = None
+        self.heartbeat: Heartbeat | None = None
 
     # -- start ---------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -141,6 +145,7 @@ class SweepCallback(Callback):
             sys.exit(2)
         self.client, experiment_id = store.open_experiment(uri, config.mlflow.experiment)
         self.tracking_uri, self.experiment_id = uri, experiment_id
+        lost.end_lost_here(self.client)  # earlier sweeps on this host that died without a word
         if "Slurm" in str(config.hydra.launcher.get("_target_", "")):
             logging.getLogger("submitit").addFilter(SACCT_FILTER)
         definition = sweep_definition(config)
@@ -153,9 +158,12 @@ class SweepCallback(Callback):
                 keys.SWEEP_DIR_TAG: str(self.sweep_dir.resolve()),
                 keys.OVERRIDES_TAG: definition,
                 keys.LAUNCHER_TAG: str(config.hydra.launcher.get("_target_", "")),
+                **process_tags(),
             },
         )
         self.parent_run_id = run.info.run_id
+        # Beats while the jobs run, here or on a cluster (a Slurm sweep waits for hours).
+        self.heartbeat = Heartbeat(self.client, self.parent_run_id).start()
         params = {k: "null" if v is None else str(v) for k, v in constants(config, swept).items()}
         store.log_batch(self.client, self.parent_run_id, params=params)
         cfg = OmegaConf.to_container(config, resolve=False)
@@ -182,6 +190,8 @@ class SweepCallback(Callback):
     def _finish(self, status: str, tags: dict[str, str] | None = None) -> None:
         parent, self.parent_run_id = self.parent_run_id, None
         ACTIVE.unregister(self)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         for var in (keys.PARENT_ENV, keys.SWEPT_ENV):
             os.environ.pop(var, None)
         if tags:
@@ -236,6 +246,7 @@ class SweepCallback(Callback):
         failed = sorted(str(p.parent.name) for p in self.sweep_dir.glob(f"*/{JOB_ERROR_FILE}"))
         if self.parent_run_id is not None:
             parent = self.parent_run_id
+            lost.end_unfinished(self.client, parent)  # every job has returned: none still runs
             result = self._publish(parent)
             self._finish("FINISHED")
             log.info("\n%s", result.markdown)

@@ -14,7 +14,7 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,8 @@ class EpochStats:
     # (seconds since the epoch's start, samples so far) at the end of every step: the noise
     # estimate's raw material; one tuple append per step (~0.1 us).
     marks: list[tuple[float, int]] = field(default_factory=list, repr=False)
+    # An emulated step's steady waits for its batch, seconds each (loaderbench.feeding).
+    step_waits: list[float] = field(default_factory=list, repr=False)
 
     @property
     def compute_s(self) -> float:
@@ -75,6 +77,15 @@ class EpochStats:
     @property
     def data_wait_fraction(self) -> float:
         return self.data_wait_s / self.epoch_s if self.epoch_s > 0 else float("nan")
+
+    @property
+    def step_wait_ms(self) -> float:
+        """An emulated step's mean wait for its batch over the steady steps, in ms."""
+        return 1e3 * statistics.fmean(self.step_waits) if self.step_waits else float("nan")
+
+    @property
+    def compute_per_batch_ms(self) -> float:
+        return 1e3 * self.compute_s / self.batches if self.batches else float("nan")
 
 
 def batch_size_of(batch: Any) -> int:
@@ -98,13 +109,16 @@ class TimedBatches:
         *,
         warmup_batches: int = 0,
         max_batches: int | None = None,
+        sync: Callable[[], None] | None = None,
     ):
         self.loader, self.device, self.stats, self.warmup = loader, device, stats, warmup_batches
         self.limit = max_batches  # a probe stops the epoch here (None: the whole epoch)
+        # the window edges' sync point (an emulated step's drain waits for its queued steps)
+        self.sync = sync or (lambda: synchronize(device))
 
     def __iter__(self) -> Iterator[Any]:
         s, clock = self.stats, time.perf_counter
-        synchronize(self.device)
+        self.sync()
         start = clock()
         t0 = start
         it = iter(self.loader)
@@ -123,7 +137,7 @@ class TimedBatches:
                 s.samples += batch_size_of(batch)
                 yield batch
                 if s.batches == self.warmup:  # window edge: the end of warm-up
-                    synchronize(self.device)
+                    self.sync()
                     s.warmup_batches, s.warmup_samples, s.warmup_s = (
                         s.batches,
                         s.samples,
@@ -142,7 +156,7 @@ class TimedBatches:
                     with contextlib.suppress(Exception):
                         method()
             raise
-        synchronize(self.device)
+        self.sync()
         s.epoch_s = clock() - start
 
 
@@ -228,6 +242,8 @@ def epoch_metrics(stats: EpochStats) -> dict[str, float]:
         metrics |= {keys.LOSS_TRAIN: stats.loss, keys.ACC_TRAIN: stats.acc}
     if not math.isnan(stats.val_acc):
         metrics |= {keys.LOSS_VAL: stats.val_loss, keys.ACC_VAL: stats.val_acc}
+    if stats.step_waits:
+        metrics[keys.STEP_WAIT_MS] = stats.step_wait_ms
     if not math.isnan(stats.samples_seen):
         metrics |= {
             keys.SAMPLES_SEEN: stats.samples_seen,
@@ -253,8 +269,15 @@ def summary_metrics(epochs: list[EpochStats], wall_s: float) -> dict[str, float]
     }
     if not math.isnan(low):  # too few steps to say: no interval rather than a NaN
         metrics |= {keys.SUMMARY_STEADY_LOW: low, keys.SUMMARY_STEADY_HIGH: high}
+    steady = epochs[1:] or epochs
+    if waits := [e.step_wait_ms for e in steady if e.step_waits]:
+        metrics[keys.SUMMARY_STEP_WAIT] = statistics.median(waits)
     if epochs and not math.isnan(epochs[-1].loss):
         metrics[keys.SUMMARY_TRAIN_LOSS] = epochs[-1].loss
+        # a model stepped (train, model_only): what bench.step_from reads
+        metrics[keys.SUMMARY_COMPUTE_PER_BATCH] = statistics.median(
+            e.compute_per_batch_ms for e in steady
+        )
     if epochs and not math.isnan(epochs[-1].val_acc):
         metrics[keys.SUMMARY_VAL_ACC] = epochs[-1].val_acc
     return metrics

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from loaderbench import keys, offline, store, ui
+from loaderbench.heartbeat import Heartbeat
+from loaderbench.lost import end_lost_here
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +154,11 @@ class MlflowTracker:
 
     Every call goes through a :class:`~loaderbench.offline.Journal`. If the server stops
     answering mid-run, the run goes on, the rest is kept, sent at the end if the server is
-    back, and otherwise written under ``offline_dir`` with the command that uploads it."""
+    back, and otherwise written under ``offline_dir`` with the command that uploads it.
+
+    While the run is open a :class:`~loaderbench.heartbeat.Heartbeat` refreshes its
+    heartbeat tag; before it opens, this host's runs left RUNNING by a dead process are ended
+    (:func:`~loaderbench.lost.end_lost_here`; ``end_lost=False``: not here)."""
 
     PARAM_LIMIT, TAG_LIMIT = 6000, 8000
     # MLflow retries a failed request 7 times with a backoff factor of 2 (minutes of waiting
@@ -168,8 +174,11 @@ class MlflowTracker:
         parent_run_id: str | None = None,
         system_metrics: bool = False,
         offline_dir: str | os.PathLike | None = None,
+        end_lost: bool = True,
     ):
         self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.end_lost = end_lost  # end this host's runs left RUNNING by a dead process, first
+        self._heartbeat: Heartbeat | None = None
         self.parent_run_id, self.system_metrics = parent_run_id, system_metrics
         self.offline_dir = Path(offline_dir or keys.OFFLINE_DIR)
         self.run_id: str | None = None
@@ -184,6 +193,8 @@ class MlflowTracker:
         for var, value in self.RETRIES.items():
             os.environ.setdefault(var, value)
         self.client, self.experiment_id = store.open_experiment(self.tracking_uri, self.experiment)
+        if self.end_lost:
+            end_lost_here(self.client)
         tags = dict(tags)
         if self.parent_run_id:
             tags[keys.PARENT_TAG] = self.parent_run_id
@@ -195,6 +206,7 @@ class MlflowTracker:
             self.experiment_id, start_time=self.journal.start_ms, run_name=run_name, tags=tags
         )
         self.run_id = self.journal.run_id = run.info.run_id
+        self._heartbeat = Heartbeat(self.client, self.run_id).start()
         self.log_params(params)
         if self.system_metrics:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
@@ -246,6 +258,8 @@ class MlflowTracker:
     def end(self, status: str = "FINISHED") -> None:
         if self._system_monitor is not None:
             self._system_monitor.finish()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if self.run_id is None:
             return
         self.journal.ops.append(self.journal.end(status))

@@ -1,42 +1,36 @@
-"""``sweep=tune``: find the fastest loader settings for a third of a grid's cost.
+"""``sweep=tune``: find the fastest loader settings for a seventh of a grid's cost.
 
 The knobs that leave training unchanged are nearly separable, and the search uses that:
 
 1. **workers**: every ``num_workers`` from 0 to ``tune.max_workers`` (2 × the cores), with the
    cheapest start-up (fork where the platform has it, persistent workers when there is more
-   than one epoch). The worker count sets the steady rate: how the loader's processes and the training
-   step share the cores.
+   than one epoch). The worker count sets the steady rate: how the loader's processes and the
+   training step share the cores.
 2. **start-up**: for the fastest setting with workers, every other context (and, on an
    accelerator, pinning) with its persistence, then the other persistence with its context. A
    context's start-up cost does not depend on persistence, which only decides how often it is
    paid.
 3. **prefetch**: the other ``tune.prefetch_factors`` for the fastest so far (the queue depth).
 
-With ``tune.backends`` (by default, where torchdata is installed) the workers stage also probes
-loader threads (``loader.backend=threads``) at each worker count, and the prefetch stage follows
-the fastest setting with workers of either backend. Worker counts go in an order that covers the
-range early (the largest, then halves: 4, 2, 1, 3 for 0–4), so a search cut short by its cost
-cap has still seen both ends.
+With ``tune.torch_threads=true`` a **threads** stage comes after the workers: every thread count
+of the step (1, 2, 4, .. the cores) for the fastest setting, and with as many workers as the
+cores that count leaves (fewer threads give the workers cores of their own).
 
-The first trial is a full run of the first candidate (``num_workers=0``): it is the reference
-every answer is compared with, and it says what a full run costs here. Each later trial is a
-*probe*: the user's own job with ``bench.probe_batches`` batches an epoch, at most
-``tune.probe_share`` of the epoch (``bench.probe_share``: a 20-batch probe of a 25-batch epoch
-would cost nearly a full run), and at most as many validation batches, ranked by its
-throughput projected to full epochs
-(:func:`loaderbench.timing.projected_samples_per_s`: start-up as measured, the rest at the
-probe's steady rate). Then full runs *confirm*: the best probe, the runner-up when its
-projection is within ``tune.confirm_within`` of the best, and the best of the other side
-(``num_workers=0`` when the best has workers, else the best with workers). The sweep's report
-decides among the full runs with its usual noise rule, so the answer (parent tags
-``loaderbench.winner`` and ``loaderbench.dataloader``, the ``DataLoader(...)`` snippet) comes
-from full runs only. ``tune.trials`` (all trials) and ``tune.budget_s`` (wall seconds) stop
-the probing early, and so does ``tune.cost_share``: the search spends at most that share of
-what the grid over its space would cost (its size × the first full run's wall time, scaled by
-the fastest throughput seen so far: a faster setting runs its full runs sooner). Where probes
-cannot be much cheaper than full runs (short epochs, a job whose set-up dominates) that cap
-leaves candidates unprobed, and the search says how many (``tune/skipped``). The confirming
-runs always run: they are the answer.
+In ``bench.mode=emulated`` the question is another: the fewest workers that keep the step fed
+(:mod:`loaderbench.feeding`). The workers stage then counts up and stops at the first probe
+that is fed; the full runs confirm it and the count below it, which starved (or, when none
+was fed, the fastest probe); the report's fed verdict decides among them.
+
+With ``tune.backends`` the workers stage also probes loader threads at each worker count (in
+an order that covers the range early: 4, 2, 1, 3 for 0–4); prefetch follows the fastest of
+either backend. The first trial is a full run of ``num_workers=0``: the reference, and what a
+full run costs. Each later trial is a *probe*: the user's job with ``bench.probe_batches``
+batches an epoch (at most ``tune.probe_share`` of it), ranked by its throughput projected to
+full epochs (:func:`loaderbench.timing.projected_samples_per_s`).
+Full runs *confirm*: the best, the runner-up within ``tune.confirm_within``, the best of the
+other side of ``num_workers=0`` and of the other backend; the report's noise rule decides among
+full runs only. ``tune.trials``, ``tune.budget_s`` and ``tune.cost_share`` (of the grid's
+estimated cost, :meth:`Search.grid_s`) stop the probing early; the confirming runs always run.
 
 This module is the search itself, pure over the config and the trials' figures; the sweeper in
 ``hydra_plugins.loaderbench_tune`` runs its trials through Hydra's launcher.
@@ -54,7 +48,7 @@ from omegaconf import DictConfig
 
 from loaderbench import keys
 from loaderbench.config import ConfigError, TuneConfig
-from loaderbench.search_space import (
+from loaderbench.tune_space import (
     BACKEND,
     BATCH,
     CHEAPEST_START,
@@ -63,6 +57,7 @@ from loaderbench.search_space import (
     PIN,
     PINNABLE,
     PREFETCH,
+    THREADS,
     WORKERS,
     Candidate,
     Space,
@@ -71,13 +66,14 @@ from loaderbench.search_space import (
     spread,
 )
 
+# the space's names, as before the space had a module of its own
+__all__ = [
+    "BACKEND", "BATCH", "CHEAPEST_START", "CONTEXT", "PERSISTENT", "PIN", "PINNABLE",
+    "PREFETCH", "RESERVE", "THREADS", "WORKERS", "Candidate", "Search", "Space", "Trial",
+    "accelerator", "build_space", "search_threads", "spread", "tuned_keys",
+]  # fmt: skip
 log = logging.getLogger(__name__)
 RESERVE = TuneConfig.CONFIRMING  # trials kept for the confirming runs
-__all__ = [  # the space's names, as before the split
-    "BACKEND", "BATCH", "CHEAPEST_START", "CONTEXT", "PERSISTENT", "PIN", "PINNABLE", "PREFETCH",
-    "WORKERS", "Candidate", "Search", "Space", "Trial", "accelerator", "build_space",
-    "search_threads", "spread", "tuned_keys",
-]  # fmt: skip
 
 
 @dataclass
@@ -85,6 +81,7 @@ class Trial:
     candidate: Candidate
     probe: bool
     value: float = math.nan  # projected samples/s of a probe, summary samples/s of a full run
+    fed: bool | None = None  # an emulated step's verdict (None in the other modes)
     wall_s: float = 0.0  # what it cost, launch included
 
     @property
@@ -101,6 +98,7 @@ class Search:
     trials: int | None = None
     budget_s: float | None = None
     confirm_within: float = 0.1
+    goal: str = "fastest"  # or "fed": the fewest workers that keep an emulated step fed
     cost_share: float | None = None
     done: list[Trial] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
@@ -148,21 +146,28 @@ class Search:
         tried = {t.candidate for t in self.done}
         return [c for c in dict.fromkeys(cands) if c not in tried]
 
+    def ranked(self) -> list[Trial]:
+        """The trials to rank, fastest first: every one that ran (a probe's projection, a full
+        run's figure); the emulated search ranks its probes."""
+        ok = [t for t in self.done if t.ok and (t.probe or self.goal != "fed")]
+        return sorted(ok, key=lambda t: -t.value)
+
     def best(self, *, workers: bool | None = None, threads: bool | None = None) -> Trial | None:
-        """The fastest trial that ran (a probe's projection, a full run's figure), with workers
-        or without, of loader threads or not."""
-        ranked = [t for t in self.done if t.ok]
+        """The fastest ranked trial, with workers or without, of loader threads or not."""
+        ranked = self.ranked()
         if workers is not None:
             ranked = [t for t in ranked if (t.candidate.workers > 0) == workers]
         if threads is not None:
             ranked = [t for t in ranked if t.candidate.threads == threads]
-        return max(ranked, key=lambda t: t.value, default=None)
+        return ranked[0] if ranked else None
 
     def stages(self) -> list[tuple[str, Any]]:
         """(name, function of the search so far -> that stage's candidates), in order."""
         sp = self.space
 
-        def workers(_: Search) -> list[Candidate]:
+        def workers(s: Search) -> list[Candidate]:
+            if s.goal == "fed":  # counted up: the first fed count is the answer
+                return [sp.baseline(w, bs) for bs in sp.batch_sizes for w in sp.workers]
             every = (
                 sp.baseline(w, bs, backend)
                 for bs in sp.batch_sizes
@@ -188,16 +193,43 @@ class Search:
             best = s.best(workers=True)
             return [replace(best.candidate, prefetch=pf) for pf in sp.prefetch] if best else []
 
-        return [("workers", workers), ("start-up", startup), ("prefetch", prefetch)]
+        def threads(s: Search) -> list[Candidate]:
+            best = s.fewest_fed() if s.goal == "fed" else None
+            if (best := best or s.best()) is None:
+                return []
+            c = best.candidate
+            fill = [  # as many workers as the cores a thread count leaves
+                replace(sp.baseline(sp.cores - t, c.batch_size), torch_threads=t)
+                for t in sp.torch_threads
+                if t is not None and sp.cores - t in sp.workers
+            ]
+            return [*(replace(c, torch_threads=t) for t in sp.torch_threads), *fill]
+
+        tuned = [("threads", threads)] if len(sp.torch_threads) > 1 else []
+        if self.goal == "fed":
+            return [("workers", workers), *tuned]
+        return [("workers", workers), *tuned, ("start-up", startup), ("prefetch", prefetch)]
+
+    def enough(self, stage: str) -> bool:
+        """Whether ``stage`` may stop before its last candidate: counting workers up for an
+        emulated step, the first fed probe is the answer."""
+        last = self.done[-1] if self.done else None
+        return self.goal == "fed" and stage == "workers" and bool(last and last.fed)
+
+    def fewest_fed(self) -> Trial | None:
+        fed = [t for t in self.done if t.probe and t.ok and t.fed]
+        return min(fed, key=lambda t: (t.candidate.workers, -t.value), default=None)
 
     def to_confirm(self) -> list[Candidate]:
         """The full runs that decide: the best probe, the runner-up when its projection is
         within ``confirm_within`` of it, and the best of the other side (num_workers=0 if the
         best has workers, else the best with workers), so the answer to "can num_workers be
         0?" rests on full runs too."""
-        ranked = sorted((t for t in self.done if t.ok), key=lambda t: -t.value)
+        ranked = self.ranked()
         if not ranked:
             return []
+        if self.goal == "fed":
+            return self._confirm_fed(ranked)
         best = ranked[0]
         picks = [best.candidate]
         if len(ranked) > 1 and ranked[1].value >= best.value * (1 - self.confirm_within):
@@ -212,9 +244,20 @@ class Search:
         return list(dict.fromkeys(picks))
 
     def first(self) -> Candidate | None:
-        """The first trial, a full run: the first candidate of the first stage."""
+        """The fastest-setting search's first trial, a full run: the first candidate of the
+        first stage (None for the emulated search, which probes from the start)."""
+        if self.goal == "fed":
+            return None
         cands = self.stages()[0][1](self)
         return cands[0] if cands else None
+
+    def _confirm_fed(self, ranked: list[Trial]) -> list[Candidate]:
+        """The fewest workers fed and the fastest probe with fewer (it starved); the fastest
+        probe when none was fed."""
+        if (fewest := self.fewest_fed()) is None:
+            return [ranked[0].candidate]
+        below = [t for t in ranked if t.candidate.workers < fewest.candidate.workers]
+        return [fewest.candidate, *(t.candidate for t in below[:1])]
 
 
 def tuned_keys(config: DictConfig) -> list[str]:
@@ -226,6 +269,8 @@ def tuned_keys(config: DictConfig) -> list[str]:
         out.append(PIN)
     if config.tune.batch_size:
         out.append(BATCH)
+    if config.tune.get("torch_threads"):
+        out.append(THREADS)
     return [*out, keys.PROBE_PARAM]
 
 

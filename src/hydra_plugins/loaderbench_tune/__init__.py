@@ -101,8 +101,11 @@ def trial_overrides(
 
 
 def describe(trials: list[Trial]) -> str:
+    verdict = {True: " fed", False: " starved", None: ""}
     return ", ".join(
-        f"{t.candidate.label} {t.value:.0f}/s" if t.ok else f"{t.candidate.label} failed"
+        f"{t.candidate.label} {t.value:.0f}/s{verdict[t.fed]}"
+        if t.ok
+        else f"{t.candidate.label} failed"
         for t in trials
     )
 
@@ -116,6 +119,14 @@ def objective(result: Any) -> float:
         return math.nan
     value = result.return_value
     return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def fed(result: Any) -> bool | None:
+    """Whether a trial's emulated step was fed (the job's objective carries it, a
+    :class:`loaderbench.record.Objective`), or None: another mode, or the trial failed."""
+    if math.isnan(objective(result)):  # a failed JobReturn raises its error on return_value
+        return None
+    return getattr(result.return_value, "fed", None)
 
 
 def probe_cost(search: Any) -> float:
@@ -135,20 +146,21 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
     t = config.tune
     fixed, pinned = check(config, arguments)
     space = build_space(config, pinned, accelerator(config))
-    search = Search(
-        space, t.probe_batches, t.trials, t.budget_s, t.confirm_within, cost_share=t.cost_share
-    )
+    goal = "fed" if config.bench.mode == keys.MODE_EMULATED else "fastest"
+    search = Search(space, t.probe_batches, t.trials, t.budget_s, t.confirm_within, goal)
+    search.cost_share = t.get("cost_share")
     returns: list[Any] = []
 
     def launch(cand: Candidate, probe: bool) -> Trial:
         probe_batches = search.probe_batches if probe else None
-        batch = [trial_overrides(fixed, cand, probe_batches, t.probe_share)]
+        batch = [trial_overrides(fixed, cand, probe_batches, t.get("probe_share", 1.0))]
         # the run is named by what it sets (w0-probe20, w2-fork-persist-pf2): jobs read this
         os.environ[keys.SWEPT_ENV] = ",".join([*cand.settings(), keys.PROBE_PARAM])
         t0 = time.perf_counter()
         results = launcher.launch(batch, initial_job_idx=len(search.done))
         returns.append(results)
-        trial = Trial(cand, probe, objective(results[0]), wall_s=time.perf_counter() - t0)
+        trial = Trial(cand, probe, objective(results[0]), fed(results[0]))
+        trial.wall_s = time.perf_counter() - t0
         search.done.append(trial)
         return trial
 
@@ -161,18 +173,15 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
         fresh = search.fresh(stage(search))
         for k, cand in enumerate(fresh):
             if spent := search.probes_left(reserve) == 0:
-                if not search.within_cost():
-                    search.skipped = (
-                        len(fresh)
-                        - k
-                        + sum(
-                            len(search.fresh(later(search)))
-                            for _, later in search.stages()[i + 1 :]
-                        )
-                    )
+                if not search.within_cost():  # the cost cap: count what it leaves unprobed
+                    later = search.stages()[i + 1 :]
+                    search.skipped = len(fresh) - k
+                    search.skipped += sum(len(search.fresh(f(search))) for _, f in later)
                 log.info("tune: the budget is spent; %s and later stages skipped", name)
                 break
             trials.append(launch(cand, probe=True))
+            if search.enough(name):
+                break
         if trials:
             log.info("tune, %s: %s", name, describe(trials))
         if spent:
@@ -183,7 +192,7 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
             "within tune.cost_share=%s of the grid's ~%.0f s",
             100 * probe_cost(search),
             search.skipped,
-            t.cost_share,
+            search.cost_share,
             search.grid_s(),
         )
     ran = {tr.candidate for tr in search.done if not tr.probe}

@@ -1,23 +1,24 @@
-"""An :class:`~loaderbench.report.analysis.Analysis` as markdown, CSV and PNG plots.
+"""An :class:`~loaderbench.report.analysis.Analysis` as markdown and CSV (the PNG plots are
+:mod:`.plots`').
 
 Stored values are never rounded: only the markdown formats them; the CSV keeps full precision.
-matplotlib is imported inside :func:`plot` only.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import statistics
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loaderbench import keys
+from loaderbench import feeding, keys
+from loaderbench.report import feed
 from loaderbench.report.analysis import Analysis
+from loaderbench.report.plots import plot, plots, trials_plot
 from loaderbench.report.predict import Prediction
 from loaderbench.report.rows import Group, RunRow
 
+__all__ = ["markdown", "note", "plot", "plots", "trials_plot", "write_csv"]  # plots: as before
 WORKERS, REPEAT = keys.WORKERS_PARAM, keys.REPEAT_PARAM
 COLUMNS = {  # summary key -> (table header, display format); the table shows them in this order
     keys.SUMMARY_SAMPLES_PER_S: ("samples/s", ".0f"),
@@ -25,6 +26,7 @@ COLUMNS = {  # summary key -> (table header, display format); the table shows th
     keys.SUMMARY_STEADY: ("steady samples/s", ".0f"),
     keys.SUMMARY_FIRST_BATCH: ("first batch (s)", ".3g"),
     keys.SUMMARY_DATA_WAIT: ("data wait", ".1%"),
+    keys.SUMMARY_STEP_WAIT: ("wait per step (ms)", ".3g"),
     keys.PEAK_RSS: ("peak RSS (MB)", ".0f"),
     keys.PEAK_PSS: ("peak PSS (MB)", ".0f"),
     keys.PEAK_ANON: ("peak anon (MB)", ".0f"),
@@ -36,6 +38,7 @@ COLUMNS = {  # summary key -> (table header, display format); the table shows th
 # only when a run has them
 OPTIONAL = (
     keys.SUMMARY_PROJECTED,
+    keys.SUMMARY_STEP_WAIT,
     keys.PEAK_PSS,
     keys.PEAK_ANON,
     keys.WORKERS_PSS,
@@ -127,10 +130,12 @@ def _predictions(preds: list[Prediction]) -> list[str]:
         f"the step keeping {c.step_cores:.2g} of {c.cores} cores busy with {c.threads} torch "
         "threads); the model is in loaderbench/report/predict.py."
     )
-    body = []
+    body, doubts = [], list(dict.fromkeys(p.uncertain for p in preds if p.uncertain))
     for p in preds:
         measured = "–" if p.measured is None else f"{p.measured:.0f}"
         error = "–" if p.error is None else f"{p.error:+.1%}"
+        if p.uncertain:
+            error += f" (uncertain{'¹²³⁴⁵⁶⁷⁸⁹'[doubts.index(p.uncertain) % 9]})"
         body.append(
             [
                 p.setting,
@@ -142,7 +147,40 @@ def _predictions(preds: list[Prediction]) -> list[str]:
             ]
         )
     header = ["setting", "loader_only", "predicted train", "measured train", "error", "bound"]
-    return [intro, "", *_table(header, body), ""]
+    notes = [f"{'¹²³⁴⁵⁶⁷⁸⁹'[i % 9]} {why}." for i, why in enumerate(doubts)]
+    return [intro, "", *_table(header, body), "", *notes, *([""] if notes else [])]
+
+
+def _feed(a: Analysis) -> list[str]:
+    """An emulated sweep: fed or starved per step and setting, the ceiling, the predictions."""
+    if a.feed is None:
+        return []
+    header, body = feed.table(a.feed)
+    share = f"{feeding.FED_SHARE:.0%}"
+    intro = (
+        f"Fed: the step's steady wait for its batch is at most {share} of the step time "
+        "(the wait per step, in ms, after each cell); starved otherwise."
+    )
+    out = ["## Feeding the step", "", intro, "", *_table(header, body), "", a.feed.ceiling, ""]
+    if preds := a.emulated_predictions:
+        out += [
+            "Predicted from loader_only's time per batch L and the step T (one process at "
+            "num_workers=0 with step_sync=step: L + T a batch; max(L, T) elsewhere), against "
+            "measured; the model is in loaderbench/report/predict.py.",
+            "",
+        ]
+        rows = [
+            [
+                p.setting, f"{p.step_ms:.3g}", p.sync, f"{p.loader_ms:.3g}", f"{p.predicted:.0f}",
+                f"{p.measured:.0f}", f"{p.error:+.1%}", f"{p.wait_ms:.3g}",
+                f"{p.measured_wait_ms:.3g}",
+            ]
+            for p in preds
+        ]  # fmt: skip
+        head = ["setting", "T (ms)", "step_sync", "L (ms)", "predicted samples/s"]
+        head += ["measured", "error", "predicted wait (ms)", "measured wait (ms)"]
+        out += [*_table(head, rows), ""]
+    return out
 
 
 def note(a: Analysis, links: list[str] = ()) -> str:
@@ -163,6 +201,8 @@ def note(a: Analysis, links: list[str] = ()) -> str:
         for r in a.rows
     ]
     header = ["run", *a.varied, "samples/s", "steady 95% interval", "data wait", "status"]
+    if a.feed is not None:  # the answer, step by setting, before the runs
+        out += _table(*feed.table(a.feed)) + [""]
     out += _table(header, body) + [""]
     out += _data_section(a)
     out += [f"Reproducibility: {a.reproducibility}.", "", *links]
@@ -199,6 +239,7 @@ def markdown(a: Analysis) -> str:
     out += [f"## Runs ({len(a.rows)})", "", *_table(header, body), ""]
     if any(len(g.runs) > 1 for g in a.groups):
         out += _repeats_section(a)
+    out += _feed(a)
     if a.ceilings or a.predictions:
         out += ["## Ceilings", "", *(f"- {c}" for c in a.ceilings), ""]
         out += _predictions(a.predictions)
@@ -221,82 +262,3 @@ def write_csv(path: Path, rows: list[RunRow], varied: list[str]) -> None:
             metrics = [repr(r.metrics[k]) if k in r.metrics else "" for k in cols]
             params = [r.params.get(k, "") for k in varied]
             writer.writerow([r.name, r.run_id, r.status, *params, *metrics, r.error or ""])
-
-
-def plot(a: Analysis, key: str, scale: float, ylabel: str, title: str, path: Path) -> None:
-    """``key`` against num_workers, a line per combination of the other varied params; a bar
-    per run when num_workers does not vary. FINISHED runs only; repeats as median + range."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in a.rows if r.finished and not math.isnan(r.value(key))]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    if WORKERS in a.varied and all(r.params.get(WORKERS, "").isdigit() for r in rows):
-        series: dict[str, dict[int, list[float]]] = {}
-        others = [k for k in a.varied if k not in (WORKERS, REPEAT)]
-        for r in rows:
-            label = ", ".join(f"{k}={r.params.get(k, '')}" for k in others) or "all runs"
-            points = series.setdefault(label, {}).setdefault(int(r.params[WORKERS]), [])
-            points.append(r.value(key) * scale)
-        for label, pts in series.items():
-            xs = sorted(pts)
-            med = [statistics.median(pts[x]) for x in xs]
-            err = [[m - min(pts[x]) for x, m in zip(xs, med, strict=True)]]
-            err += [[max(pts[x]) - m for x, m in zip(xs, med, strict=True)]]
-            ax.errorbar(xs, med, yerr=err, marker="o", capsize=3, label=label)
-        ax.set_xlabel("loader.num_workers (worker processes)")
-        ax.set_xticks(sorted({int(r.params[WORKERS]) for r in rows}))
-        ax.legend(fontsize="small")
-    else:
-        ax.bar([r.name for r in rows], [r.value(key) * scale for r in rows])
-        ax.set_xlabel("run")
-        ax.tick_params(axis="x", labelrotation=30)
-    ax.set(ylabel=ylabel, title=title)
-    ax.set_ylim(bottom=0)  # an honest scale: small differences should look small
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def trials_plot(a: Analysis, path: Path) -> None:
-    """A tune sweep's trials in the order they ran: a probe's projected throughput, a full
-    run's measured one."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(a.rows)), 4.5))
-    for i, r in enumerate(a.rows):
-        value = r.value(keys.SUMMARY_PROJECTED if r.probe else keys.SUMMARY_SAMPLES_PER_S)
-        if r.finished and not math.isnan(value):
-            ax.bar(i, value, color="tab:gray" if r.probe else "tab:blue")
-    kinds = [("tab:gray", "probe (projected to full epochs)"), ("tab:blue", "full run (measured)")]
-    handles = [Patch(color=color, label=label) for color, label in kinds]
-    ax.set_xticks(range(len(a.rows)), [r.name for r in a.rows], rotation=60, ha="right")
-    ax.set(ylabel="training throughput (samples/s)", title=f"{a.name}: trials in order")
-    ax.set_ylim(bottom=0)
-    ax.legend(handles=handles, loc="lower left", fontsize="small", framealpha=0.9)
-    ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plots(a: Analysis, out: Path) -> list[Path]:
-    """throughput.png and stall.png in ``out`` (of the full runs), and a tune sweep's
-    trials.png."""
-    paths = [out / keys.THROUGHPUT_PNG, out / keys.STALL_PNG]
-    full = replace(a, rows=[r for r in a.rows if not r.probe])
-    tput = "training throughput (samples/s, data waiting included)"
-    plot(full, keys.SUMMARY_SAMPLES_PER_S, 1.0, tput, f"{a.name}: throughput", paths[0])
-    stall = "time blocked waiting for data (% of training time)"
-    plot(full, keys.SUMMARY_DATA_WAIT, 100.0, stall, f"{a.name}: data stall", paths[1])
-    if any(r.probe for r in a.rows):
-        paths.append(out / keys.TRIALS_PNG)
-        trials_plot(a, paths[-1])
-    return paths

@@ -37,7 +37,10 @@ def to_row(client: Any, run: Any) -> RunRow:
     row.metrics = dict(data.metrics)
     row.exactly_once = data.tags.get(keys.EXACTLY_ONCE_TAG)
     row.tags = {k: v for k, v in data.tags.items() if k.startswith(keys.ENV_PREFIX)}
-    if signal := data.tags.get(keys.KILLED_BY_TAG):
+    if (signal := data.tags.get(keys.KILLED_BY_TAG)) == keys.KILLED_BY_LOST:
+        why = data.tags.get(keys.LOST_REASON_TAG, "its process is gone")
+        row.error = f"lost: {why} (SIGKILL, out of memory, or its node died)"
+    elif signal:
         row.error = f"stopped by {signal} (Ctrl-C, kill, scancel or preemption)"
     elif not row.finished:
         row.error = _stored_error(client, row.run_id)

@@ -13,8 +13,10 @@ Bad files are found when the dataset is built, before a run is recorded, so the 
 length is fixed before any DataLoader exists and every loader setting sees the same samples.
 ``verify=decode`` (default) decodes every file once with PIL (costs: see :mod:`.check`). A file
 that fails is a ConfigError naming it, or with ``on_error=skip`` it is left out and counted
-(``stats["skipped_files"]``). ``verify=none`` skips the check (for huge folders); a bad file
-then fails at read time. The check reads every file, so epoch 0 starts from a warm page cache
+(``stats["skipped_files"]``); so is a folder that cannot be read or loops (a symbolic link to a
+folder it is in), named otherwise (``stats["skipped_dirs"]``). File names that are not UTF-8
+are read as any other and escaped where printed (``scan.printable``). ``verify=none`` skips
+the check (for huge folders); a bad file then fails at read time. The check reads every file, so epoch 0 starts from a warm page cache
 whatever the loader settings (unless ``cold_cache=true``). Decoder warnings (libpng's "iCCP:
 known incorrect sRGB profile", PIL's) are silenced and counted (``stats["decoder_warnings"]``,
 one log line), never shown per file: see :mod:`loaderbench.data.decode`.

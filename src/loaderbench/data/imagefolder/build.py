@@ -13,7 +13,7 @@ from loaderbench.config import ConfigError
 from loaderbench.data.decode import DECODERS, DecoderWarnings
 from loaderbench.data.imagefolder.check import check_files
 from loaderbench.data.imagefolder.dataset import ImageFolderDataset
-from loaderbench.data.imagefolder.scan import keep_readable, listing, scan_layout
+from loaderbench.data.imagefolder.scan import keep_readable, listing, printable, scan_layout
 from loaderbench.data.pair import DatasetPair
 from loaderbench.data.storage import check_storage
 from loaderbench.data.validate import check_choice, check_count, check_fraction
@@ -52,8 +52,11 @@ class ImageFolderOptions:
         path = os.path.abspath(os.path.expanduser(str(root)))
         if not os.path.isdir(path):
             what = "is not a directory" if os.path.exists(path) else "does not exist"
+            if os.path.islink(path) and not os.path.exists(path):
+                what = "is a symbolic link that leads nowhere (a loop, or a missing target)"
             raise ConfigError(
-                f"dataset.root={root}: {path} {what}; pass the folder of class folders"
+                f"dataset.root={printable(str(root))}: {printable(path)} {what}; pass the folder "
+                "of class folders"
             )
         check_choice("decoder", self.decoder, DECODERS)
         check_choice("on_error", self.on_error, ON_ERROR)
@@ -115,11 +118,14 @@ def make_imagefolder(
 def build_imagefolder(o: ImageFolderOptions) -> DatasetPair:
     """:func:`make_imagefolder` on validated options."""
     path = o.validate()
-    scan, per_split, layout, split_layout = scan_layout(path, o.root, o.val_fraction, o.seed)
+    scan, per_split, layout, split_layout = scan_layout(
+        path, o.root, o.val_fraction, o.seed, o.on_error
+    )
     n_classes = len(scan.classes)
     if o.num_classes is not None and o.num_classes != n_classes:
         raise ConfigError(
-            f"dataset.num_classes={o.num_classes}, but {path} has {n_classes} class folders "
+            f"dataset.num_classes={o.num_classes}, but {printable(path)} has {n_classes} class "
+            "folders "
             f"({listing(scan.classes, 10)}); pass dataset.num_classes={n_classes} or null"
         )
     if scan.empty and o.on_error == "raise":
@@ -142,7 +148,7 @@ def build_imagefolder(o: ImageFolderOptions) -> DatasetPair:
             )
 
     if scan.ignored:
-        log.info("ignored %d non-image files under %s", scan.ignored, path)
+        log.info("ignored %d non-image files under %s", scan.ignored, printable(path))
 
     common = dict(
         root=path,
@@ -165,6 +171,7 @@ def build_imagefolder(o: ImageFolderOptions) -> DatasetPair:
         fingerprint=folder_fingerprint(layout, {k: (s.files, s.sizes) for k, s in splits.items()}),
         stats={
             "skipped_files": float(len(bad)),
+            "skipped_dirs": float(len(scan.skipped_dirs)),
             "ignored_files": float(scan.ignored),
             "empty_classes": float(len(empty_classes)),
             "dropped_classes": float(len(dropped)),

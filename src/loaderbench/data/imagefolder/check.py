@@ -23,7 +23,7 @@ from PIL import Image, ImageFile
 
 from loaderbench.config import ConfigError
 from loaderbench.data.decode import DecoderWarnings
-from loaderbench.data.imagefolder.scan import SHOWN, listing
+from loaderbench.data.imagefolder.scan import SHOWN, listing, printable
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +93,16 @@ def check_files(
                 warned.count, warned.first,
             )  # fmt: skip
         log.info(
-            "checked %d image files under %s in %.2f s", len(paths), root, time.perf_counter() - t0
+            "checked %d image files under %s in %.2f s",
+            len(paths),
+            printable(root),
+            time.perf_counter() - t0,
         )
     elif decoder == "torchvision":
         log.warning("dataset.verify=none: a corrupt PNG can crash torchvision's decoder (SIGSEGV)")
     verify_s = time.perf_counter() - t0
     if bad and on_error == "raise":
-        shown = [f"{p} ({r})" for p, r in list(bad.items())[:SHOWN]]
+        shown = [printable(f"{p} ({r})") for p, r in list(bad.items())[:SHOWN]]
         more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
         raise ConfigError(
             f"{len(bad)} image file(s) cannot be decoded: {'; '.join(shown)}{more}; fix or "

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from loaderbench.config import ConfigError
 from loaderbench.data.decode import DECODERS, DecoderWarnings, decode_pil, decode_torchvision
+from loaderbench.data.imagefolder.scan import printable
 from loaderbench.data.storage import StoredFiles, read_bytes
 from loaderbench.data.validate import check_choice
 
@@ -78,8 +79,8 @@ class ImageFolderDataset(StoredFiles, Dataset):
                 else "fix or remove it (dataset.verify=decode finds such files before the run, "
                 "and dataset.on_error=skip then leaves them out)"
             )
-            raise UnreadableImageError(
-                f"{path}: cannot read the image ({type(exc).__name__}: {exc}); {fix}"
+            raise UnreadableImageError(  # a name that is not UTF-8 is shown escaped
+                printable(f"{path}: cannot read the image ({type(exc).__name__}: {exc}); {fix}")
             ) from exc
         if self.warnings.count and not self.warnings.reported:
             self.warnings.reported = True  # one line per process, never one per file
@@ -96,7 +97,9 @@ class ImageFolderDataset(StoredFiles, Dataset):
             return decode_torchvision(data)
         except RuntimeError as exc:  # PIL read this file at build time: let it decode it
             if not self._fallback_warned:
-                log.warning("torchvision cannot decode %s (%s); using PIL for it", path, exc)
+                log.warning(
+                    "torchvision cannot decode %s (%s); using PIL for it", printable(path), exc
+                )
                 self._fallback_warned = True
             return decode_pil(data)
 

@@ -40,9 +40,8 @@ class LoaderPlan:
     shuffle: bool
     timeout: float
     sharing_strategy: str | None
-    backend: str = (
-        keys.DATALOADER
-    )  # what yields the batches (:data:`~loaderbench.data.loader.BACKENDS`)
+    # what yields the batches: a key of :data:`loaderbench.data.loader.BACKENDS`
+    backend: str = keys.DATALOADER
     # effective.<name> -> value actually used, and why it differs from the config (if it does)
     effective: dict[str, Any] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)

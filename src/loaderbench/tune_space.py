@@ -1,10 +1,11 @@
-"""``sweep=tune``'s search space: the candidates (one setting of the tuned knobs each), the
-values each knob may take, and the exhaustive grid over them that the search is measured
-against (:mod:`loaderbench.tune` searches it)."""
+"""What ``sweep=tune`` may try: a :class:`Candidate` (one setting of the tuned knobs) and the
+:class:`Space` of values each knob takes, from ``tune.*``, the command line and the platform.
+The search over it is :mod:`loaderbench.tune`'s."""
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import multiprocessing
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from loaderbench.provenance import cpu_cores
 WORKERS, BACKEND = keys.WORKERS_PARAM, keys.BACKEND_PARAM
 CONTEXT, PERSISTENT = "loader.multiprocessing_context", "loader.persistent_workers"
 PREFETCH, PIN, BATCH = "loader.prefetch_factor", "loader.pin_memory", keys.BATCH_SIZE_PARAM
+THREADS = keys.TORCH_THREADS_PARAM  # the step's intra-op threads (not loader threads)
 CHEAPEST_START = ("fork", "forkserver", "spawn")  # the order a context is tried in
 
 
@@ -31,16 +33,18 @@ class Candidate:
     prefetch: int | None = None
     pin: bool | None = None  # None: not tuned (no accelerator), the config's own value
     batch_size: int | None = None  # None: not tuned, the config's own value
+    torch_threads: int | None = None  # None: not tuned, the config's own value
     backend: str = keys.DATALOADER  # threads: loader threads (no context, nothing persists)
 
     @property
     def threads(self) -> bool:
+        """Loader threads (``loader.backend=threads``), not worker processes."""
         return self.backend == keys.THREADS
 
     def settings(self) -> dict[str, Any]:
         """The knobs this candidate sets: the worker knobs only with workers (torch ignores
-        them without), pinning and batch size only when they are tuned; loader threads set
-        the backend and their buffer (their process knobs mean nothing)."""
+        them without), pinning, batch size and the step's threads only when they are tuned;
+        loader threads set the backend and their buffer (their process knobs mean nothing)."""
         out: dict[str, Any] = {WORKERS: self.workers}
         if self.threads:
             out = {BACKEND: self.backend, WORKERS: self.workers, PREFETCH: self.prefetch}
@@ -50,11 +54,13 @@ class Candidate:
             out[PIN] = self.pin
         if self.batch_size is not None:
             out[BATCH] = self.batch_size
+        if self.torch_threads is not None:
+            out[THREADS] = self.torch_threads
         return out
 
     @property
     def label(self) -> str:
-        """As its run is named: ``w0``, ``w2-fork-persist-pf2``, ``t2-pf2``."""
+        """As its run is named: ``w0``, ``w2-fork-persist-pf2``, ``t2-pf2`` (loader threads)."""
         parts = [
             f"t{v}" if k == WORKERS and self.threads else naming.label(k, v)
             for k, v in self.settings().items()
@@ -83,19 +89,23 @@ class Space:
     prefetch: list[int]
     pin: list[bool | None]
     batch_sizes: list[int | None]
+    torch_threads: list[int | None] = field(default_factory=lambda: [None])
+    cores: int = 1  # the cores the trials may use (how many a thread count leaves to workers)
     backends: list[str] = field(default_factory=lambda: [keys.DATALOADER])
 
     def baseline(
         self, workers: int, batch_size: int | None = None, backend: str = keys.DATALOADER
     ) -> Candidate:
-        """The cheapest start-up for ``workers``: first context, persistent if it matters
-        (loader threads: their default buffer)."""
+        """The cheapest start-up for ``workers``: first context, persistent if it matters; the
+        most threads tried (torch's default is one a core). Loader threads: their default
+        buffer."""
+        threads = self.torch_threads[-1]
         if workers == 0:
-            return Candidate(0, pin=self.pin[-1], batch_size=batch_size)
+            return Candidate(0, pin=self.pin[-1], batch_size=batch_size, torch_threads=threads)
         if backend == keys.THREADS:
             return Candidate(
                 workers, prefetch=self.prefetch[0], pin=self.pin[-1], batch_size=batch_size,
-                backend=backend,
+                torch_threads=threads, backend=backend,
             )  # fmt: skip
         return Candidate(
             workers,
@@ -104,26 +114,34 @@ class Space:
             self.prefetch[0],
             self.pin[-1],
             batch_size,
+            threads,
         )
 
     def grid(self) -> list[Candidate]:
         """Every distinct setting (num_workers=0 once per batch size and pinning: the worker
         knobs do nothing there): what an exhaustive sweep would run."""
         out = []
-        for bs in self.batch_sizes:
+        for bs, tt in itertools.product(self.batch_sizes, self.torch_threads):
             for pin in self.pin:
                 for w in self.workers:
                     if w == 0:
-                        out.append(Candidate(0, pin=pin, batch_size=bs))
+                        out.append(Candidate(0, pin=pin, batch_size=bs, torch_threads=tt))
                         continue
                     if keys.DATALOADER in self.backends:
                         for ctx in self.contexts:
                             for persistent in self.persistent:
                                 for pf in self.prefetch:
-                                    out.append(Candidate(w, ctx, persistent, pf, pin, bs))
+                                    out.append(Candidate(w, ctx, persistent, pf, pin, bs, tt))
                     if keys.THREADS in self.backends:
                         out += [
-                            Candidate(w, prefetch=pf, pin=pin, batch_size=bs, backend=keys.THREADS)
+                            Candidate(
+                                w,
+                                prefetch=pf,
+                                pin=pin,
+                                batch_size=bs,
+                                torch_threads=tt,
+                                backend=keys.THREADS,
+                            )  # fmt: skip
                             for pf in self.prefetch
                         ]
         return out
@@ -148,12 +166,19 @@ def build_space(config: DictConfig, pinned: dict[str, list[str]], accelerator: b
         prefetch=list(t.prefetch_factors) or [TORCH_DEFAULT_PREFETCH],
         pin=[False, True] if accelerator else [None],
         batch_sizes=sorted({max(bs // 2, 1), bs, bs * 2}) if t.batch_size else [None],
+        torch_threads=thread_counts(cpu_cores()) if t.get("torch_threads") else [None],
+        cores=cpu_cores(),
         backends=[keys.DATALOADER, keys.THREADS] if search_threads(t) else [keys.DATALOADER],
     )
     for key, values in pinned.items():
         field_name, cast = PINNABLE[key]
         setattr(space, field_name, [cast(v) for v in values])
     return space
+
+
+def thread_counts(cores: int) -> list[int]:
+    """The step's thread counts ``tune.torch_threads=true`` tries: 1, 2, 4, ... and the cores."""
+    return sorted({2**i for i in range(cores.bit_length()) if 2**i <= cores} | {cores})
 
 
 def search_threads(t: Any) -> bool:
@@ -167,7 +192,7 @@ def _bool(v: str) -> bool:
     return v.lower() == "true"
 
 
-def _prefetch(v: str) -> int | None:
+def _int_or_null(v: str) -> int | None:
     return None if v == "null" else int(v)  # null: torch's default
 
 
@@ -175,7 +200,8 @@ PINNABLE = {
     WORKERS: ("workers", int),
     CONTEXT: ("contexts", str),
     PERSISTENT: ("persistent", _bool),
-    PREFETCH: ("prefetch", _prefetch),
+    PREFETCH: ("prefetch", _int_or_null),
     PIN: ("pin", _bool),
+    THREADS: ("torch_threads", _int_or_null),
     BACKEND: ("backends", str),
 }
