@@ -31,6 +31,7 @@ from loaderbench.data import (
     DatasetPair,
     LoaderFailure,
     LoaderPlan,
+    augmentation,
     build_loader,
     check_picklable,
     check_shared_memory,
@@ -68,7 +69,8 @@ class Setup:
     val_loader: Any
     mode: str
     channels_last: bool
-    batch_bytes: int = 0  # one training batch, estimated from one sample (0: no workers)
+    batch_bytes: int = 0  # one training batch, estimated from one sample (0: no worker processes)
+    augmentation: str = ""  # the AUGMENTATION_TAG: whose random draws any loader repeats
     delivery: list[str] = field(default_factory=list)  # epochs not delivered exactly once
     step: StepTime | None = None  # emulated mode's T (loaderbench.emulated)
     ranks: RankPlan = field(default_factory=lambda: RankPlan(1, None, None, 1))
@@ -125,7 +127,13 @@ def build(cfg: DictConfig, launch_dir: str | None = None) -> Setup:
     seed = int(cfg.seed)
     data = instantiate_dataset(cfg)
     preset = instantiate(cfg.transforms)
-    train_set = transformed(data.train, preset.train, seed, random=getattr(preset, "random", True))
+    train_set = transformed(
+        data.train,
+        preset.train,
+        seed,
+        random=getattr(preset, "random", True),
+        seeded=getattr(preset, "seeded", False),
+    )
     val_set = transformed(data.val, preset.val, seed, random=False)
     fit_plan(plan, train_set)
     context, workers = plan.effective["multiprocessing_context"], plan.num_workers
@@ -134,7 +142,8 @@ def build(cfg: DictConfig, launch_dir: str | None = None) -> Setup:
     # One sample, fetched here, sizes the batches workers will pass through /dev/shm and
     # tells the model its input.
     sample = first_sample(train_set)
-    batch_bytes = sample_bytes(sample) * plan.batch_size if plan.num_workers else 0
+    processes = plan.num_workers and plan.backend == keys.DATALOADER  # threads share no memory
+    batch_bytes = sample_bytes(sample) * plan.batch_size if processes else 0
     if warning := check_shared_memory(plan, batch_bytes):
         log.warning("%s", warning)
     det = bool(cfg.trainer.deterministic)
@@ -147,15 +156,23 @@ def build(cfg: DictConfig, launch_dir: str | None = None) -> Setup:
     for key, why in left_out.items():  # recorded like a loader setting that was not used
         plan.effective[f"model.{key}"], plan.reasons[f"model.{key}"] = None, why
     optimizer = instantiate(cfg.optim)(model.parameters())
+    train_loader = build_loader(train_set, plan, seed=seed, train=True, deterministic=det)
+    if (probe := probe_length(cfg.bench, len(train_loader))) is not None:
+        plan.effective["probe_batches"] = probe  # what a probe's epoch really fetches
+        if probe < cfg.bench.probe_batches:
+            plan.reasons["probe_batches"] = (
+                f"bench.probe_share={cfg.bench.probe_share} of a {len(train_loader)}-batch epoch"
+            )
     return Setup(
         device=device,
         plan=plan,
         data=data,
         model=model,
         optimizer=optimizer,
-        train_loader=build_loader(train_set, plan, seed=seed, train=True, deterministic=det),
+        train_loader=train_loader,
         val_loader=build_loader(val_set, plan, seed=seed, train=False, deterministic=det),
         batch_bytes=batch_bytes,
+        augmentation=augmentation(train_set, plan.backend, data.user_class),
         mode=cfg.bench.mode,
         channels_last=bool(cfg.model.get("channels_last", False)),
         step=step,
@@ -190,6 +207,19 @@ def measure(
     return train(setup, cfg, tracker)
 
 
+PROBE_LEAST = 4  # batches: a probe's projection needs two halves of two steps each
+
+
+def probe_length(bench: Any, epoch_batches: int) -> int | None:
+    """A probe's training batches an epoch: ``bench.probe_batches``, at most
+    ``bench.probe_share`` of the epoch (and at least :data:`PROBE_LEAST`); None: not a probe.
+    On a 25-batch epoch a 20-batch probe would cost nearly a full run."""
+    if bench.probe_batches is None:
+        return None
+    share = max(PROBE_LEAST, math.ceil(epoch_batches * getattr(bench, "probe_share", 1.0)))
+    return min(bench.probe_batches, share)
+
+
 def runner_of(setup: Setup, cfg: DictConfig, **kwargs: Any) -> EpochRunner:
     """The epoch runner over ``setup``'s loaders (``kwargs``: a rank's model and evaluator)."""
     s = setup
@@ -197,7 +227,7 @@ def runner_of(setup: Setup, cfg: DictConfig, **kwargs: Any) -> EpochRunner:
         dict(
             model=s.model,
             channels_last=s.channels_last,
-            max_batches=cfg.bench.probe_batches,
+            max_batches=probe_length(cfg.bench, len(s.train_loader)),
             sample_ids=len(s.data.train),
             step=make_step(s.step, cfg.bench.step_sync, s.device) if s.step else None,
         )
@@ -227,7 +257,7 @@ def epochs(
         set_epoch(s.train_loader, epoch)
         if before_epoch is not None:
             before_epoch(epoch)  # e.g. drop the files from the page cache: a really cold read
-        total = min(len(s.train_loader), cfg.bench.probe_batches or len(s.train_loader))
+        total = min(len(s.train_loader), runner.max_batches or len(s.train_loader))
         progress = Progress(total, f"epoch {epoch}", enabled=cfg.trainer.progress)
         try:
             with around():
@@ -283,7 +313,7 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
     return out
 
 
-def close(setup: Setup) -> None:
-    """End the loaders' workers (a failed epoch must not keep them alive into the next job)."""
-    close_loader(setup.train_loader)
-    close_loader(setup.val_loader)
+def close(setup: Setup) -> list[Any]:
+    """End the loaders' workers (a failed epoch must not keep them alive into the next job);
+    return the loader threads that outlived it (stuck in ``__getitem__``)."""
+    return close_loader(setup.train_loader) + close_loader(setup.val_loader)
