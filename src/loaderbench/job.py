@@ -49,6 +49,7 @@ from loaderbench.devices import configure_determinism, resolve_device, set_torch
 from loaderbench.emulated import StepTime, make_step, resolve_step
 from loaderbench.loop import EpochRunner, Progress
 from loaderbench.models import build_model, check_model
+from loaderbench.probe import probe_length, record_probe
 from loaderbench.ranks.plan import RankPlan, plan_ranks
 from loaderbench.stopping import stopped_with_workers
 from loaderbench.timing import EpochStats, epoch_metrics
@@ -77,11 +78,8 @@ class Setup:
     due: dict[int, int] = field(default_factory=dict)  # epoch -> samples due over all ranks
 
     def epoch_samples(self, epoch: int) -> int:
-        """The training samples due in ``epoch``, as the loader splits it (over all ranks: what
-        they reported)."""
-        if epoch in self.due:
-            return self.due[epoch]
-        return epoch_samples(self.train_loader, epoch)
+        """The training samples due in ``epoch``: over all ranks, what they reported."""
+        return self.due[epoch] if epoch in self.due else epoch_samples(self.train_loader, epoch)
 
 
 def instantiate_dataset(cfg: DictConfig) -> DatasetPair:
@@ -157,12 +155,7 @@ def build(cfg: DictConfig, launch_dir: str | None = None) -> Setup:
         plan.effective[f"model.{key}"], plan.reasons[f"model.{key}"] = None, why
     optimizer = instantiate(cfg.optim)(model.parameters())
     train_loader = build_loader(train_set, plan, seed=seed, train=True, deterministic=det)
-    if (probe := probe_length(cfg.bench, len(train_loader))) is not None:
-        plan.effective["probe_batches"] = probe  # what a probe's epoch really fetches
-        if probe < cfg.bench.probe_batches:
-            plan.reasons["probe_batches"] = (
-                f"bench.probe_share={cfg.bench.probe_share} of a {len(train_loader)}-batch epoch"
-            )
+    record_probe(plan, cfg.bench, len(train_loader))
     return Setup(
         device=device,
         plan=plan,
@@ -205,19 +198,6 @@ def measure(
             raise ValueError("a job of several ranks: pass ranks=loaderbench.ranks.agent.run_ranks")
         return ranks(cfg, setup, tracker)
     return train(setup, cfg, tracker)
-
-
-PROBE_LEAST = 4  # batches: a probe's projection needs two halves of two steps each
-
-
-def probe_length(bench: Any, epoch_batches: int) -> int | None:
-    """A probe's training batches an epoch: ``bench.probe_batches``, at most
-    ``bench.probe_share`` of the epoch (and at least :data:`PROBE_LEAST`); None: not a probe.
-    On a 25-batch epoch a 20-batch probe would cost nearly a full run."""
-    if bench.probe_batches is None:
-        return None
-    share = max(PROBE_LEAST, math.ceil(epoch_batches * getattr(bench, "probe_share", 1.0)))
-    return min(bench.probe_batches, share)
 
 
 def runner_of(setup: Setup, cfg: DictConfig, **kwargs: Any) -> EpochRunner:
