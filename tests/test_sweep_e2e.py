@@ -198,7 +198,8 @@ def test_report_from_the_store_alone(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "override", ["loader.num_workers=-1", "device=cuda", "dataset.num_classes=1"]
+    "override",
+    ["loader.num_workers=-1", "device=cuda", "dataset.num_classes=1", "trainer.ranks=0"],
 )
 def test_single_run_bad_input_fails_fast_with_one_line(tmp_path, override):
     if override == "device=cuda" and torch.cuda.is_available():

@@ -85,7 +85,11 @@ class Reports(threading.Thread):
         kind, *rest = item
         if kind == "epoch":
             reports: list[RankEpoch] = rest[0]
-            stats, due = merge(reports), sum(r.due for r in reports)
+            stats = merge(reports)
+            # at most the whole split and its padding: a stream that splits itself by rank
+            # says its whole length in every rank
+            padded = stats.padded_samples if stats.padded_samples == stats.padded_samples else 0
+            due = min(sum(r.due for r in reports), len(self.setup.data.train) + int(padded))
             self.setup.due[stats.epoch] = due
             job.record_epoch(self.setup, self.tracker, stats, due, extra=rank_metrics(reports))
             self.epochs.append(stats)
