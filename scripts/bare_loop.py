@@ -1,14 +1,21 @@
-"""The reference a loaderbench job is checked against: a stock PyTorch loop, nothing else.
+"""The reference a loaderbench job is checked against: a stock loop, nothing else.
 
     python scripts/bare_loop.py tensor --num-workers 2        # the article's TensorDataset
     python scripts/bare_loop.py shapes --mode train           # the default training workload
+    python scripts/bare_loop.py folder --root DIR --loop nodes --num-workers 4 --transforms augment
+    python scripts/bare_loop.py custom --root DIR             # examples/mypkg's PackedJpegs
 
-A plain ``DataLoader(dataset, batch_size, shuffle=True, num_workers)`` and a plain ``for x, y in
-loader`` with one clock per epoch, started before ``iter(loader)`` (worker start-up counts, as a
-user waits for it). Only the workload itself is built from loaderbench (the shapes dataset, the
-Basic transforms and SmallCNN: the same data and model as the default job); the timed path runs
-torch's own DataLoader, sampler and collate, and no loaderbench code other than the dataset's
-``__getitem__`` and the model's ``forward``. Prints one JSON line: per-epoch samples/s.
+A plain ``DataLoader(dataset, batch_size, shuffle=True, num_workers)`` (``--loop dataloader``),
+or the thread library's own pipeline with ``--num-workers`` threads, as its guide writes it
+(``--loop nodes``: torchdata.nodes ParallelMapper → Batcher → Mapper(default_collate) →
+Prefetcher; ``--loop spdl``: SPDL's PipelineBuilder, in input order), and a plain ``for x, y in
+loader`` with one clock per epoch, started before ``iter(loader)`` (worker or thread start-up
+counts, as a user waits for it). Only the workload itself is built from loaderbench (the shapes
+dataset, an image folder's files, the transform presets, SmallCNN: the same data and model as
+the job); the timed path runs the library's own sampler, batching and collate, and no
+loaderbench code other than the dataset's ``__getitem__`` and the model's ``forward``. ``custom``
+is a user's own Dataset (examples/mypkg's ``PackedJpegs``, Basic transforms in a wrapper as a
+user writes one). Prints one JSON line: per-epoch samples/s.
 """
 
 from __future__ import annotations
@@ -54,9 +61,76 @@ def shapes_data(size: int, val_size: int, image_size: int, num_classes: int):
     return Transformed(train, preset.train), Transformed(val, preset.val)
 
 
+def folder_data(root: str, image_size: int, transforms: str, latency_ms: float) -> Dataset:
+    from loaderbench import transforms as presets
+    from loaderbench.data.imagefolder import make_imagefolder
+
+    pair = make_imagefolder(
+        root=root, image_size=image_size, read_latency_ms=latency_ms, verify="none"
+    )
+    preset = getattr(presets, transforms.capitalize())(image_size=image_size)
+    return Transformed(pair.train, preset.train)
+
+
+def custom_data(root: str, image_size: int) -> Dataset:
+    from mypkg.data import PackedJpegs  # examples/mypkg, on PYTHONPATH
+
+    from loaderbench.transforms import Basic
+
+    return Transformed(PackedJpegs(root), Basic(image_size=image_size).train)
+
+
+class NodesLoader:
+    """torchdata.nodes' own pipeline, as its guide migrates a DataLoader; an epoch per iter."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, threads: int):
+        import torchdata.nodes as tn
+        from torch.utils.data import RandomSampler, default_collate
+
+        node = tn.SamplerWrapper(RandomSampler(dataset))
+        node = tn.ParallelMapper(
+            node, map_fn=dataset.__getitem__, num_workers=threads, method="thread", in_order=True
+        )
+        node = tn.Batcher(node, batch_size=batch_size, drop_last=False)
+        node = tn.Mapper(node, default_collate)
+        self.loader = tn.Loader(tn.Prefetcher(node, prefetch_factor=2 * threads))
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+class SpdlLoader:
+    """SPDL's own pipeline (PipelineBuilder), in input order, a failure raising; an epoch a
+    pipeline, as its examples iterate."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, threads: int):
+        self.dataset, self.batch_size, self.threads = dataset, batch_size, threads
+
+    def __iter__(self):
+        from spdl.pipeline import PipelineBuilder
+        from torch.utils.data import default_collate
+
+        order = torch.randperm(len(self.dataset)).tolist()
+        pipeline = (
+            PipelineBuilder()
+            .add_source(order)
+            .pipe(self.dataset.__getitem__, concurrency=self.threads, output_order="input")
+            .aggregate(self.batch_size)
+            .pipe(default_collate)
+            .add_sink(2 * self.threads)
+            .build(num_threads=self.threads, max_failures=0)
+        )
+        with pipeline.auto_stop():
+            yield from pipeline.get_iterator()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("workload", choices=("tensor", "shapes"))
+    p.add_argument("workload", choices=("tensor", "shapes", "folder", "custom"))
+    p.add_argument("--loop", choices=("dataloader", "nodes", "spdl"), default="dataloader")
+    p.add_argument("--root", help="folder or custom: the image folder / mypkg's data folder")
+    p.add_argument("--transforms", choices=("basic", "augment", "heavy"), default="basic")
+    p.add_argument("--read-latency-ms", type=float, default=0.0)
     p.add_argument("--mode", choices=("loader_only", "train"), default="loader_only")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--epochs", type=int, default=3)
@@ -67,12 +141,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     a = p.parse_args(argv)
 
+    val = None
     if a.workload == "tensor":
         train = tensor_data(a.size, a.image_size, a.num_classes)
-        val = None
+    elif a.workload == "folder":
+        train = folder_data(a.root, a.image_size, a.transforms, a.read_latency_ms)
+    elif a.workload == "custom":
+        train = custom_data(a.root, a.image_size)
     else:
         train, val = shapes_data(a.size, a.val_size, a.image_size, a.num_classes)
-    loader = DataLoader(train, batch_size=a.batch_size, shuffle=True, num_workers=a.num_workers)
+    if a.loop == "nodes":
+        loader = NodesLoader(train, a.batch_size, a.num_workers)
+    elif a.loop == "spdl":
+        loader = SpdlLoader(train, a.batch_size, a.num_workers)
+    else:
+        loader = DataLoader(train, batch_size=a.batch_size, shuffle=True, num_workers=a.num_workers)
     model = optimizer = None
     if a.mode == "train":
         from loaderbench.models import SmallCNN

@@ -1,18 +1,26 @@
 """Does loaderbench change what it measures? The whole job against a bare loop, each in its own
 process.
 
-    python scripts/bench_overhead.py                 # 3 workloads x 3 rounds + a sweep, ~8 min
-    python scripts/bench_overhead.py --rounds 5 --only tensor-w0
+    python scripts/bench_overhead.py                 # 8 workloads x 5 rounds + a sweep, ~45 min
+    python scripts/bench_overhead.py --rounds 5 --only tensor-w0 jpeg5-t4
 
 Each round runs, in alternating order, ``python run.py ...`` exactly as a user would (memory
 sampling at its default, MLflow on a SQLite store in a temporary directory) and
-``scripts/bare_loop.py`` (stock DataLoader and a plain loop in a fresh process: no loaderbench
-code in the timed path). Both report the median per-epoch throughput after epoch 0, waiting for
-data included; the figure is the ratio of the medians over the rounds. Workloads:
+``scripts/bare_loop.py`` (the library's own loop in a fresh process: a stock DataLoader, or the
+thread library's own pipeline; no loaderbench code in the timed path). Both report the median
+per-epoch throughput after epoch 0, waiting for data included; the figure is the median of the
+rounds' ratios, with their spread (lowest–highest) beside it. Workloads:
 
 - ``tensor-w0`` / ``tensor-w2``: loader_only over the article's in-memory TensorDataset (2,048
   images of 3x224x224, batch 64, transforms=none) with num_workers 0 and 2;
-- ``train``: the default job (shapes, Basic transforms, SmallCNN, 3 epochs, num_workers 0).
+- ``train``: the default job (shapes, Basic transforms, SmallCNN, 3 epochs, num_workers 0);
+- ``custom-w0`` / ``custom-w2``: a user's own Dataset, examples/mypkg's ``PackedJpegs`` (2,000
+  JPEGs of 64² packed in one file, Basic transforms), loader_only, against the same Dataset in
+  a bare DataLoader loop;
+- ``jpeg-t4`` / ``jpeg5-t4``: loader threads (``loader.backend=threads``, 4 threads) over a
+  folder of 1,600 JPEGs with transforms=augment, loader_only, without and with
+  ``dataset.read_latency_ms=5``, against torchdata.nodes' own pipeline at 4 threads;
+  ``jpeg5-t4-spdl``: the same job against SPDL's own pipeline at 4 threads.
 
 Then it runs a 4-job sweep and prints the per-job overhead: the time from one job's end to the
 next one's, less that job's set-up (dataset, model, loaders), epochs and evaluation. That is
@@ -44,11 +52,42 @@ TENSOR = [
     "transforms=none",
 ]
 BARE_TENSOR = ["tensor", "--size", "2048", "--image-size", "224", "--num-classes", "10"]
-WORKLOADS = {  # name -> (run.py overrides, bare_loop.py arguments)
-    "tensor-w0": ([*TENSOR, "loader.num_workers=0"], [*BARE_TENSOR, "--num-workers", "0"]),
-    "tensor-w2": ([*TENSOR, "loader.num_workers=2"], [*BARE_TENSOR, "--num-workers", "2"]),
-    "train": ([], ["shapes", "--mode", "train"]),
-}
+MYPKG = ROOT / "examples" / "mypkg"
+ONLY_LOADER = ["bench.mode=loader_only", "dataset.image_size=64"]
+
+
+def workloads(folder: Path, packed: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """name -> (run.py overrides, bare_loop.py arguments); ``folder``: the JPEG folder,
+    ``packed``: mypkg's data."""
+    custom = [*ONLY_LOADER, "dataset=custom", "dataset.target=mypkg.data.PackedJpegs"]
+    custom += [f"+dataset.kwargs.root={packed}", "+dataset.val_kwargs.split=val"]
+    custom += ["dataset.size=null", "dataset.val_size=null", "transforms=basic"]
+    jpeg = [*ONLY_LOADER, "dataset=imagefolder", f"dataset.root={folder}", "transforms=augment"]
+    jpeg += ["loader.backend=threads", "loader.num_workers=4"]
+    bare_jpeg = ["folder", "--root", str(folder), "--transforms", "augment", "--num-workers", "4"]
+    slow = ["dataset.read_latency_ms=5"], ["--read-latency-ms", "5"]
+    return {
+        "tensor-w0": ([*TENSOR, "loader.num_workers=0"], [*BARE_TENSOR, "--num-workers", "0"]),
+        "tensor-w2": ([*TENSOR, "loader.num_workers=2"], [*BARE_TENSOR, "--num-workers", "2"]),
+        "train": ([], ["shapes", "--mode", "train"]),
+        "custom-w0": ([*custom, "loader.num_workers=0"], ["custom", "--root", str(packed)]),
+        "custom-w2": (
+            [*custom, "loader.num_workers=2"],
+            ["custom", "--root", str(packed), "--num-workers", "2"],
+        ),
+        "jpeg-t4": (jpeg, [*bare_jpeg, "--loop", "nodes"]),
+        "jpeg5-t4": ([*jpeg, *slow[0]], [*bare_jpeg, *slow[1], "--loop", "nodes"]),
+        "jpeg5-t4-spdl": ([*jpeg, *slow[0]], [*bare_jpeg, *slow[1], "--loop", "spdl"]),
+    }
+
+
+NAMES = list(workloads(Path("."), Path(".")))
+
+
+def _env() -> dict[str, str]:
+    """mypkg importable in the jobs and the bare loops (as a user's PYTHONPATH would have it)."""
+    path = os.pathsep.join(p for p in (str(MYPKG), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def _client(uri: str):
@@ -67,7 +106,7 @@ def loaderbench_job(overrides: list[str], tmp: Path, n: int) -> dict[str, float]
         f"mlflow.tracking_uri={uri}",
         f"hydra.run.dir={tmp / f'run-{n}'}",
     ]
-    subprocess.run(cmd, check=True, capture_output=True, cwd=tmp)
+    subprocess.run(cmd, check=True, capture_output=True, cwd=tmp, env=_env())
     client = _client(uri)
     (run,) = client.search_runs(
         [client.get_experiment_by_name("loaderbench").experiment_id],
@@ -79,12 +118,12 @@ def loaderbench_job(overrides: list[str], tmp: Path, n: int) -> dict[str, float]
 
 def bare_job(args: list[str]) -> float:
     cmd = [sys.executable, str(ROOT / "scripts" / "bare_loop.py"), *args]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=_env()).stdout
     return json.loads(out.strip().splitlines()[-1])["steady_samples_per_s"]
 
 
-def measure(name: str, rounds: int, tmp: Path) -> tuple[float, float, list[float]]:
-    overrides, bare_args = WORKLOADS[name]
+def measure(name: str, rounds: int, tmp: Path, work: dict) -> tuple:
+    overrides, bare_args = work[name]
     bare, ours, monitor = [], [], []
     for r in range(rounds):
         # Alternate the order, so a slow spell of the machine hits both sides alike.
@@ -96,7 +135,8 @@ def measure(name: str, rounds: int, tmp: Path) -> tuple[float, float, list[float
                 ours.append(m["summary/steady_samples_per_s"])
                 monitor.append(m["overhead/monitor_cpu_fraction"])
         print(f"  {name} round {r}: bare {bare[-1]:.0f}/s loaderbench {ours[-1]:.0f}/s", flush=True)
-    return statistics.median(bare), statistics.median(ours), monitor
+    ratios = [o / b for o, b in zip(ours, bare, strict=True)]
+    return statistics.median(bare), statistics.median(ours), monitor, ratios
 
 
 def sweep_overhead(tmp: Path) -> list[float]:
@@ -131,22 +171,33 @@ def sweep_overhead(tmp: Path) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--only", nargs="+", choices=sorted(WORKLOADS), default=list(WORKLOADS))
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--only", nargs="+", choices=sorted(NAMES), default=NAMES)
     p.add_argument("--no-sweep", action="store_true", help="skip the per-job overhead sweep")
     a = p.parse_args(argv)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{os.cpu_count()} cpus, load average {load:.1f}; {a.rounds} rounds, alternating")
     results = {}
     with tempfile.TemporaryDirectory(prefix="lb-overhead-") as tmp:
+        folder, packed = Path(tmp) / "jpeg", Path(tmp) / "packed"
+        make = [sys.executable, "-m", "loaderbench.make_imagefolder", "--out", str(folder)]
+        subprocess.run(
+            [*make, "--count", "1600", "--val-count", "256"], check=True, capture_output=True
+        )  # noqa: E501
+        subprocess.run(
+            [sys.executable, "-m", "mypkg.make_data", "--out", str(packed)],
+            check=True, capture_output=True, env=_env(),
+        )  # fmt: skip
+        work = workloads(folder, packed)
         for name in a.only:
-            bare, ours, monitor = measure(name, a.rounds, Path(tmp))
-            results[name] = (bare, ours, ours / bare, max(monitor))
+            bare, ours, monitor, ratios = measure(name, a.rounds, Path(tmp), work)
+            results[name] = (bare, ours, statistics.median(ratios), max(monitor), ratios)
         overheads = [] if a.no_sweep else sweep_overhead(Path(tmp))
     print()
-    for name, (bare, ours, ratio, mon) in results.items():
+    for name, (bare, ours, ratio, mon, ratios) in results.items():
         print(
-            f"{name} bare {bare:.0f}/s loaderbench {ours:.0f}/s ratio {ratio:.3f}"
+            f"{name} bare {bare:.0f}/s loaderbench {ours:.0f}/s ratio {ratio:.3f} "
+            f"(rounds {min(ratios):.3f}–{max(ratios):.3f})"
             f"  (sampler CPU at most {mon:.2%} of the run)"
         )
     worst = min(results, key=lambda k: results[k][2])

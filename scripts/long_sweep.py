@@ -131,6 +131,12 @@ def read_back(url: str, folder: Path, samples) -> dict:
         for key in (keys.EPOCH_S, keys.EVAL_S):
             work += sum(m.value for m in client.get_metric_history(run.info.run_id, key))
         overhead.append((run.info.end_time - prev.info.end_time) / 1000 - work)
+
+    def after(k: int) -> list:  # RSS and open fds once job k has ended
+        s = at(samples, children[k - 1].info.end_time / 1000)
+        return [round(s[1], 1), s[2]]
+
+    marks = sorted({1, *(len(children) * q // 4 for q in (1, 2, 3, 4))} - {0})
     first = at(samples, children[0].info.end_time / 1000)
     last = at(samples, children[-1].info.end_time / 1000)
     out = folder.parent / f"report-{len(children)}"
@@ -151,6 +157,7 @@ def read_back(url: str, folder: Path, samples) -> dict:
         "rss_mb_first_last": [round(first[1], 1), round(last[1], 1)],
         "fds_first_last": [first[2], last[2]],
         "rss_mb_max": round(max(s[1] for s in samples), 1),
+        "rss_mb_fds_at_job": {k: after(k) for k in marks},  # does it level off?
         "overhead_s_first10_last10": [
             round(statistics.median(overhead[:10]), 3),
             round(statistics.median(overhead[-10:]), 3),
@@ -186,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{big['finished']} of {big['jobs']} jobs FINISHED; statuses {big['statuses']}")
     print("launching process: RSS {} -> {} MB (max {}), open fds {} -> {}".format(
         *big["rss_mb_first_last"], big["rss_mb_max"], *big["fds_first_last"]))  # fmt: skip
+    marks = [f"{k}: {rss} MB {fds} fds" for k, (rss, fds) in big["rss_mb_fds_at_job"].items()]
+    print(f"  after job k: {', '.join(marks)}")
     print("per-job overhead: first ten {} s, last ten {} s (medians)".format(
         *big["overhead_s_first10_last10"]))  # fmt: skip
     for f in (small, big):

@@ -395,3 +395,15 @@ def test_a_bad_step_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2
     (line,) = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "error:" in ln]
     assert "exactly one of bench.step_ms, bench.step_per_sample_ms and bench.step_from" in line
+
+
+def test_the_step_keys_name_runs_briefly():
+    from loaderbench.naming import label
+
+    assert [label("bench.step_ms", 5.0), label("bench.step_per_sample_ms", 0.25)] == [
+        "5ms",
+        "0.25ms/sample",
+    ]
+    assert label("bench.step_from", "0123456789abcdef") == "from-01234567"
+    assert [label("bench.step_sync", v) for v in ("step", "none")] == ["sync", "async"]
+    assert label(keys.TORCH_THREADS_PARAM, 2) == "tt2"

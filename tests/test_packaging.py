@@ -262,6 +262,7 @@ def test_the_example_project_runs_from_its_own_folder(venv, tmp_path):
 @pytest.mark.slow
 def test_the_tune_sweeper_runs_from_the_wheel(venv, tmp_path):
     args = ["sweep=tune", "tune.max_workers=1", "tune.probe_batches=4", "tune.contexts=[fork]"]
+    args += ["tune.backends=false", "tune.cost_share=null"]  # a grid of 3: nothing to cap
     venv.run("loaderbench", *args, *SMALL, "dataset.val_size=32", cwd=tmp_path)
     client = store.open_store(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}", must_exist=True)
     parent = store.sweep_parent(client, store.latest_sweep(client))

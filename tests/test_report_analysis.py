@@ -237,3 +237,41 @@ def test_idle_workers_are_said_in_words():
         "there were fewer streams (at most one per shard, `dataset.streams`) than workers."
     ]
     assert "## Idle workers" in md and "w2**:" not in md
+
+
+def _backend(name: str, sps: float, backend: str, ran: str | None = None, **kw):
+    params = {keys.BACKEND_PARAM: backend, keys.BACKEND_EFFECTIVE: ran or backend}
+    if backend == keys.THREADS:
+        params["loader.multiprocessing_context"] = "null"
+    return child(name, sps, params=params, **kw)
+
+
+def test_a_thread_winner_is_named_under_the_noise_rule_with_its_pipeline_to_paste():
+    runs = [_backend("w0", 400.0, "dataloader"), _backend("w2", 700.0, "dataloader")]
+    runs += [_backend("t2", 1000.0, "threads")]
+    for run in runs:
+        run.params["loader.batch_size"] = "8"
+    a, md = report(runs)
+    assert a.winner == "t2" and "2.50× the matching num_workers=0 run" in a.verdict
+    assert a.recommendation.startswith("import torchdata.nodes as tn")
+    assert "DataLoader(" not in a.recommendation and "num_workers=2" in a.recommendation
+    assert a.recommendation in md
+    # the snippet runs as it stands, on any map-style dataset
+    import torch
+
+    dataset = [(torch.full((3, 4, 4), float(i)), i % 2) for i in range(10)]
+    scope = {"dataset": dataset}
+    exec(a.recommendation, scope)
+    batches = list(scope["loader"])
+    assert [len(b[1]) for b in batches] == [8, 2]
+    assert sorted(int(x) for b in batches for x in b[0][:, 0, 0, 0]) == list(range(10))
+
+
+def test_backends_within_the_noise_keep_processes_and_zero_threads_is_zero_workers():
+    runs = [_backend("w2", 1000.0, "dataloader", noise=0.05), _backend("t2", 1010.0, "threads")]
+    a = analyze("sweep", runs)
+    assert a.winner == "none" and a.recommendation.startswith("DataLoader(dataset, num_workers=2")
+    same = [_backend("w0", 400.0, "dataloader"), _backend("t0", 410.0, "threads", "dataloader")]
+    a = analyze("sweep", same)
+    assert a.verdict.startswith("No difference: t0 and w0 ran the same settings")
+    assert "loader.backend" in a.verdict

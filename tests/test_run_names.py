@@ -31,6 +31,15 @@ def test_a_sweep_child_is_named_by_its_swept_keys_only():
         (["loader.pin_memory=false"], ["loader.pin_memory"], "nopin"),
         (["dataset=tensor"], ["dataset", "loader.batch_size"], "tensor-bs64"),
         (["optim.lr=0.1"], ["optim.lr"], "lr=0.1"),
+        # four loader threads are t4, four worker processes w4; the backend goes unsaid
+        (
+            ["loader.backend=threads", "loader.num_workers=4"],
+            [keys.BACKEND_PARAM, keys.WORKERS_PARAM],
+            "t4",
+        ),  # noqa: E501
+        (["loader.num_workers=4"], [keys.BACKEND_PARAM, keys.WORKERS_PARAM], "w4"),
+        (["loader.backend=threads", "loader.num_workers=2"], [keys.BACKEND_PARAM], "t2"),
+        (["loader.backend=threads", "loader.num_workers=2"], None, "t2"),
     ],
 )
 def test_swept_values_get_compact_labels(overrides, swept, expected):

@@ -23,11 +23,16 @@ def space(*overrides: str, pinned=None, accelerator=False):
 
 
 def test_the_grid_is_every_distinct_setting_of_the_searched_knobs():
-    sp = space("tune.max_workers=4", "tune.contexts=[fork,spawn,forkserver]")
+    sp = space("tune.max_workers=4", "tune.contexts=[fork,spawn,forkserver]", "tune.backends=false")
     grid = sp.grid()
     # num_workers=0 once (torch ignores the worker knobs there), then 4 x 3 x 2 x 2
     assert len(grid) == len(set(grid)) == 1 + 4 * 3 * 2 * 2
     assert sum(c.workers == 0 for c in grid) == 1
+    # loader threads add 4 worker counts x 2 prefetch factors (no context, nothing persists)
+    both = space(
+        "tune.max_workers=4", "tune.contexts=[fork,spawn,forkserver]", "tune.backends=true"
+    )
+    assert len(both.grid()) == len(set(both.grid())) == 1 + 4 * 3 * 2 * 2 + 4 * 2
 
 
 def test_knobs_that_cannot_matter_are_not_searched():
@@ -97,8 +102,9 @@ def test_a_probe_is_the_users_job_capped_and_named_by_what_it_sets():
     assert w0 == [*fixed, "loader.num_workers=0", f"{keys.PROBE_PARAM}=null"]
 
 
-def _search(values: dict[Candidate, float], **kw) -> Search:
-    s = Search(space("tune.max_workers=2", "tune.contexts=[fork,spawn]"), 20, **kw)
+def _search(values: dict[Candidate, float], *overrides: str, **kw) -> Search:
+    overrides = overrides or ("tune.backends=false",)
+    s = Search(space("tune.max_workers=2", "tune.contexts=[fork,spawn]", *overrides), 20, **kw)
     s.done = [Trial(c, True, v) for c, v in values.items()]
     return s
 
@@ -106,8 +112,9 @@ def _search(values: dict[Candidate, float], **kw) -> Search:
 def test_the_stages_follow_the_fastest_setting_with_workers():
     s = _search({Candidate(0): 900.0})
     first = s.stages()[0][1](s)
-    assert [c.label for c in first] == ["w0", "w1-fork-persist-pf2", "w2-fork-persist-pf2"]
-    s = _search({Candidate(0): 900.0, first[1]: 500.0, first[2]: 800.0})
+    # the range is covered early (the largest count, then halves), should the cost cap bite
+    assert [c.label for c in first] == ["w0", "w2-fork-persist-pf2", "w1-fork-persist-pf2"]
+    s = _search({Candidate(0): 900.0, first[2]: 500.0, first[1]: 800.0})
     startup = s.fresh(s.stages()[1][1](s))  # the other context, then the other persistence
     assert [c.label for c in startup] == ["w2-spawn-persist-pf2", "w2-fork-nopersist-pf2"]
     prefetch = s.fresh(s.stages()[2][1](s))
@@ -132,10 +139,41 @@ def test_the_trial_budget_keeps_room_for_the_confirming_runs():
 
 
 def test_the_tuned_keys_name_the_children():
-    assert tune.tuned_keys(tune_cfg()) == [
+    assert tune.tuned_keys(tune_cfg("tune.backends=false")) == [
         keys.WORKERS_PARAM,
         "loader.multiprocessing_context",
         "loader.persistent_workers",
         "loader.prefetch_factor",
         keys.PROBE_PARAM,
     ]
+
+
+def test_loader_threads_join_each_worker_count_and_their_rival_is_confirmed():
+    s = _search({}, "tune.backends=true")
+    first = s.stages()[0][1](s)
+    labels = [c.label for c in first]
+    assert labels == ["w0", "w2-fork-persist-pf2", "t2-pf2", "w1-fork-persist-pf2", "t1-pf2"]
+    t2, w2 = first[2], first[1]
+    assert t2.settings() == {
+        keys.BACKEND_PARAM: "threads",
+        keys.WORKERS_PARAM: 2,
+        "loader.prefetch_factor": 2,
+    }  # noqa: E501
+    s = _search({Candidate(0): 400.0, w2: 600.0, t2: 1000.0}, "tune.backends=true")
+    assert s.fresh(s.stages()[2][1](s))[0].label == "t2-pf4"  # prefetch follows the fastest
+    assert s.to_confirm() == [t2, Candidate(0), w2]  # processes or threads: both in full
+    assert tune.tuned_keys(tune_cfg("tune.backends=true"))[0] == keys.BACKEND_PARAM
+    args = sweeper.trial_overrides(["sweep=tune"], t2, 20, 0.25)
+    assert "loader.backend=threads" in args and "bench.probe_share=0.25" in args
+
+
+def test_the_cost_cap_keeps_the_search_within_its_share_of_the_grid():
+    w0, w2 = Candidate(0), Candidate(2, "fork", True, 2)
+    s = _search({}, cost_share=0.15)  # a grid of 1 + 2 x 2 x 2 x 2 = 17 runs
+    s.done = [Trial(w0, False, 500.0, wall_s=10.0)]  # the first run, in full: 10 s
+    assert s.grid_s() == 17 * 10.0 and s.within_cost()
+    s.done.append(Trial(w2, True, 1000.0, wall_s=8.0))  # a probe nearly as dear as a full run
+    # the grid's runs go faster at 1000/s: ~85 s; 10 + 8 spent, + 8 next, + w2's full run 10
+    assert s.grid_s() == 17 * 10.0 * 0.5 and not s.within_cost()
+    assert s.probes_left(reserve=3) == 0
+    assert _search({}, cost_share=None).within_cost()

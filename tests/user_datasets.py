@@ -5,6 +5,7 @@ spawned workers can import them."""
 from __future__ import annotations
 
 import itertools
+import threading
 
 import torch
 from torch import nn
@@ -38,6 +39,18 @@ class Tensors(Dataset):
         if index == self.bad_index:
             return "not an image", index % 3
         return _image(index, self.size), index % 3
+
+
+class Blocks(Tensors):
+    """Blocks in a loader thread until ``release`` is set: a ``__getitem__`` stuck on storage
+    (the main thread, which checks a sample at build time, passes)."""
+
+    release = threading.Event()
+
+    def __getitem__(self, index: int):
+        if threading.current_thread() is not threading.main_thread():
+            self.release.wait()
+        return super().__getitem__(index)
 
 
 class Dicts(Tensors):

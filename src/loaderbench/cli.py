@@ -18,11 +18,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from loaderbench import keys
 from loaderbench.active import ACTIVE
 from loaderbench.config import ConfigError
 from loaderbench.stopping import Interrupted, install_signal_handlers
 
 log = logging.getLogger("loaderbench")
+STUCK = "stuck_loader_thread"  # the killed_by of a sweep a stuck loader thread ended
 
 
 def _in_a_launched_job() -> bool:
@@ -68,10 +70,23 @@ def run_job(cfg: DictConfig) -> float:
 
 
 def main(hydra_main: Callable[[], Any]) -> None:
-    """Run the Hydra entry point; a stop signal ends it with one line and 128 + signum."""
+    """Run the Hydra entry point; a stop signal ends it with one line and 128 + signum, a
+    loader thread stuck past its job with one line and 1."""
+    from loaderbench.data.faults import StuckLoader
+
     install_signal_handlers()
     try:
         hydra_main()
+    except StuckLoader as exc:  # the job is recorded FAILED; the sweep cannot go on beside it
+        summary = ACTIVE.interrupt(STUCK)
+        line = f"error: {exc}: this process ends rather than run the next job beside it"
+        if summary:
+            line += (
+                f"; {summary.subject} marked KILLED ({keys.KILLED_BY_TAG}={STUCK}), "
+                f"{summary.finished} of {summary.total} jobs finished"
+            )
+        print(line, file=sys.stderr, flush=True)
+        sys.exit(1)
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         name = signal.Signals(signum).name

@@ -10,6 +10,7 @@ runs them all on a job's config, before anything is built.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,22 @@ class LoaderConfig:
     timeout: float = 0.0
     # null: torch's default (file_descriptor on Linux); file_system for "too many open files"
     sharing_strategy: str | None = None
+    # dataloader: torch's DataLoader (worker processes); threads: num_workers threads in this
+    # process (torchdata.nodes), the same samples, order and augmentation
+    backend: str = "dataloader"
+
+    @staticmethod
+    def check(lc: Any) -> None:
+        if lc.backend not in keys.LOADER_BACKENDS:
+            raise ConfigError(
+                f"loader.backend={lc.backend}: choose one of {', '.join(keys.LOADER_BACKENDS)}"
+            )
+        need = keys.BACKEND_LIBRARIES.get(lc.backend)
+        if need and importlib.util.find_spec(need) is None:
+            raise ConfigError(
+                f"loader.backend={lc.backend}: needs {need}, which is not installed here; "
+                f"pip install 'loaderbench[{keys.THREADS_EXTRA}]' (or loader.backend=dataloader)"
+            )
 
 
 @dataclass
@@ -76,6 +93,9 @@ class BenchConfig:
     # A probe: every epoch stops after this many training batches (and evaluates as many); the
     # run also logs its throughput projected to full epochs (summary/projected_samples_per_s).
     probe_batches: int | None = None
+    # A probe's epoch: at most this share of a full epoch's batches (and at least 4), so a
+    # probe stays cheaper than a full run when epochs are short (sweep=tune sets it)
+    probe_share: float = 1.0
     # The share of one core that PSS/USS reads may take (each walks the page tables: ~13 ms
     # per GB resident); 0.25 resolves the PSS peaks of runs with GBs mapped.
     pss_budget: float = 0.005
@@ -94,6 +114,8 @@ class BenchConfig:
             raise ConfigError(f"bench.warmup_batches={b.warmup_batches}: must be 0 or more")
         if not 0 < b.pss_budget <= 1:
             raise ConfigError(f"bench.pss_budget={b.pss_budget}: a share of one core, in (0, 1]")
+        if not 0 < b.probe_share <= 1:
+            raise ConfigError(f"bench.probe_share={b.probe_share}: a share of an epoch, in (0, 1]")
         probe = b.probe_batches
         if probe is not None and probe < 4:  # its projection needs two halves of two steps each
             raise ConfigError(f"bench.probe_batches={probe}: must be at least 4, or null")
@@ -147,6 +169,12 @@ class TuneConfig:
     contexts: list[str] | None = None  # null: every start method of the platform
     prefetch_factors: list[int] = field(default_factory=lambda: [2, 4])
     confirm_within: float = 0.1  # confirm the runner-up too when its probe is this close
+    # null: search loader threads too where torchdata is installed; true: insist; false: not
+    backends: bool | None = None
+    probe_share: float = 0.25  # a probe's epoch: at most this share of a full one (>= 4 batches)
+    # stop probing once the search has spent this share of what the grid over its space
+    # would cost (estimated from its first, full run); the confirming runs are kept
+    cost_share: float | None = 0.15
 
     CONFIRMING = 3  # trials kept for the confirming full runs (not a field: not configurable)
 
@@ -164,6 +192,17 @@ class TuneConfig:
             raise ConfigError(f"tune.budget_s={t.budget_s}: must be above 0, or null for no limit")
         if not 0 <= t.confirm_within < 1:
             raise ConfigError(f"tune.confirm_within={t.confirm_within}: a fraction in [0, 1)")
+        if not 0 < t.probe_share <= 1:
+            raise ConfigError(f"tune.probe_share={t.probe_share}: a share of an epoch, in (0, 1]")
+        if t.cost_share is not None and not 0 < t.cost_share <= 1:
+            why = "a share of the grid's cost, in (0, 1], or null for no cap"
+            raise ConfigError(f"tune.cost_share={t.cost_share}: {why}")
+        need = keys.BACKEND_LIBRARIES[keys.THREADS]
+        if t.backends and importlib.util.find_spec(need) is None:
+            raise ConfigError(
+                f"tune.backends=true: loader threads need {need}, which is not installed here; "
+                f"pip install 'loaderbench[{keys.THREADS_EXTRA}]' (or tune.backends=false)"
+            )
         if t.max_workers is not None and t.max_workers < 0:
             raise ConfigError(f"tune.max_workers={t.max_workers}: must be 0 or more, or null")
 

@@ -142,5 +142,21 @@ def run(
         log.error("job failed: %s: %s", type(exc).__name__, exc)
         return math.nan
     finally:
-        if setup is not None:
-            job.close(setup)
+        if setup is not None and (stuck := job.close(setup)):
+            _stuck(stuck, launch)
+
+
+def _stuck(threads: list, launch: Launch) -> None:
+    """Loader threads that outlived the job (stuck in ``__getitem__``): no thread can be stopped
+    from outside, so where the next job would run in this process (an in-process sweep), the
+    process ends (:class:`~loaderbench.data.faults.StuckLoader`, which ``loaderbench.cli``
+    turns into one line); elsewhere the process ends with the job anyway."""
+    from loaderbench.active import ACTIVE
+    from loaderbench.data.faults import StuckLoader
+
+    names = ", ".join(t.name for t in threads)
+    log.error(
+        "%d loader thread(s) still stuck in __getitem__ after the job: %s", len(threads), names
+    )
+    if launch.multirun and ACTIVE.launching_here():
+        raise StuckLoader(f"{len(threads)} loader thread(s) stuck in __getitem__ ({names})")

@@ -31,6 +31,7 @@ from loaderbench.data import (
     DatasetPair,
     LoaderFailure,
     LoaderPlan,
+    augmentation,
     build_loader,
     check_picklable,
     check_shared_memory,
@@ -48,6 +49,7 @@ from loaderbench.devices import configure_determinism, resolve_device, set_torch
 from loaderbench.emulated import StepTime, make_step, resolve_step
 from loaderbench.loop import EpochRunner, Progress
 from loaderbench.models import build_model, check_model
+from loaderbench.probe import probe_length, record_probe
 from loaderbench.ranks.plan import RankPlan, plan_ranks
 from loaderbench.stopping import stopped_with_workers
 from loaderbench.timing import EpochStats, epoch_metrics
@@ -68,18 +70,16 @@ class Setup:
     val_loader: Any
     mode: str
     channels_last: bool
-    batch_bytes: int = 0  # one training batch, estimated from one sample (0: no workers)
+    batch_bytes: int = 0  # one training batch, estimated from one sample (0: no worker processes)
+    augmentation: str = ""  # the AUGMENTATION_TAG: whose random draws any loader repeats
     delivery: list[str] = field(default_factory=list)  # epochs not delivered exactly once
     step: StepTime | None = None  # emulated mode's T (loaderbench.emulated)
     ranks: RankPlan = field(default_factory=lambda: RankPlan(1, None, None, 1))
     due: dict[int, int] = field(default_factory=dict)  # epoch -> samples due over all ranks
 
     def epoch_samples(self, epoch: int) -> int:
-        """The training samples due in ``epoch``, as the loader splits it (over all ranks: what
-        they reported)."""
-        if epoch in self.due:
-            return self.due[epoch]
-        return epoch_samples(self.train_loader, epoch)
+        """The training samples due in ``epoch``: over all ranks, what they reported."""
+        return self.due[epoch] if epoch in self.due else epoch_samples(self.train_loader, epoch)
 
 
 def instantiate_dataset(cfg: DictConfig) -> DatasetPair:
@@ -125,7 +125,13 @@ def build(cfg: DictConfig, launch_dir: str | None = None) -> Setup:
     seed = int(cfg.seed)
     data = instantiate_dataset(cfg)
     preset = instantiate(cfg.transforms)
-    train_set = transformed(data.train, preset.train, seed, random=getattr(preset, "random", True))
+    train_set = transformed(
+        data.train,
+        preset.train,
+        seed,
+        random=getattr(preset, "random", True),
+        seeded=getattr(preset, "seeded", False),
+    )
     val_set = transformed(data.val, preset.val, seed, random=False)
     fit_plan(plan, train_set)
     context, workers = plan.effective["multiprocessing_context"], plan.num_workers
@@ -134,7 +140,8 @@ def build(cfg: DictConfig, launch_dir: str | None = None) -> Setup:
     # One sample, fetched here, sizes the batches workers will pass through /dev/shm and
     # tells the model its input.
     sample = first_sample(train_set)
-    batch_bytes = sample_bytes(sample) * plan.batch_size if plan.num_workers else 0
+    processes = plan.num_workers and plan.backend == keys.DATALOADER  # threads share no memory
+    batch_bytes = sample_bytes(sample) * plan.batch_size if processes else 0
     if warning := check_shared_memory(plan, batch_bytes):
         log.warning("%s", warning)
     det = bool(cfg.trainer.deterministic)
@@ -147,15 +154,18 @@ def build(cfg: DictConfig, launch_dir: str | None = None) -> Setup:
     for key, why in left_out.items():  # recorded like a loader setting that was not used
         plan.effective[f"model.{key}"], plan.reasons[f"model.{key}"] = None, why
     optimizer = instantiate(cfg.optim)(model.parameters())
+    train_loader = build_loader(train_set, plan, seed=seed, train=True, deterministic=det)
+    record_probe(plan, cfg.bench, len(train_loader))
     return Setup(
         device=device,
         plan=plan,
         data=data,
         model=model,
         optimizer=optimizer,
-        train_loader=build_loader(train_set, plan, seed=seed, train=True, deterministic=det),
+        train_loader=train_loader,
         val_loader=build_loader(val_set, plan, seed=seed, train=False, deterministic=det),
         batch_bytes=batch_bytes,
+        augmentation=augmentation(train_set, plan.backend, data.user_class),
         mode=cfg.bench.mode,
         channels_last=bool(cfg.model.get("channels_last", False)),
         step=step,
@@ -197,7 +207,7 @@ def runner_of(setup: Setup, cfg: DictConfig, **kwargs: Any) -> EpochRunner:
         dict(
             model=s.model,
             channels_last=s.channels_last,
-            max_batches=cfg.bench.probe_batches,
+            max_batches=probe_length(cfg.bench, len(s.train_loader)),
             sample_ids=len(s.data.train),
             step=make_step(s.step, cfg.bench.step_sync, s.device) if s.step else None,
         )
@@ -227,7 +237,7 @@ def epochs(
         set_epoch(s.train_loader, epoch)
         if before_epoch is not None:
             before_epoch(epoch)  # e.g. drop the files from the page cache: a really cold read
-        total = min(len(s.train_loader), cfg.bench.probe_batches or len(s.train_loader))
+        total = min(len(s.train_loader), runner.max_batches or len(s.train_loader))
         progress = Progress(total, f"epoch {epoch}", enabled=cfg.trainer.progress)
         try:
             with around():
@@ -283,7 +293,7 @@ def train(setup: Setup, cfg: DictConfig, tracker: tracking.Tracker) -> list[Epoc
     return out
 
 
-def close(setup: Setup) -> None:
-    """End the loaders' workers (a failed epoch must not keep them alive into the next job)."""
-    close_loader(setup.train_loader)
-    close_loader(setup.val_loader)
+def close(setup: Setup) -> list[Any]:
+    """End the loaders' workers (a failed epoch must not keep them alive into the next job);
+    return the loader threads that outlived it (stuck in ``__getitem__``)."""
+    return close_loader(setup.train_loader) + close_loader(setup.val_loader)

@@ -76,6 +76,15 @@ TRIALS_PNG = "trials.png"  # a tune sweep: throughput per trial, in order
 
 # --- params (config paths the code reads back from the store) -------------------------------
 WORKERS_PARAM = "loader.num_workers"
+BACKEND_PARAM = "loader.backend"  # dataloader (the default) or threads
+LOADER_BACKENDS = ("dataloader", "threads")
+DATALOADER, THREADS = LOADER_BACKENDS
+BACKEND_LIBRARIES = {THREADS: "torchdata"}  # the import a backend needs beyond torch
+THREADS_EXTRA = "threads"  # pip install 'loaderbench[threads]'
+BACKEND_EFFECTIVE = "effective.backend"
+BACKEND_LIBRARY_EFFECTIVE = "effective.backend_library"  # e.g. "torchdata 0.11.0"
+GIL_EFFECTIVE = "effective.gil"
+AUGMENTATION_TAG = "loaderbench.augmentation"  # whose random draws are the same for any loader
 MODE_PARAM = "bench.mode"
 REPEAT_PARAM = "bench.repeat"
 PROBE_PARAM = "bench.probe_batches"  # set: the run is a tuner's probe, not a full run
@@ -92,6 +101,7 @@ TORCH_THREADS_PARAM = "trainer.torch_threads"
 TORCH_THREADS_EFFECTIVE = "effective.torch_threads"  # the intra-op threads the step ran with
 # Loader settings that do nothing without worker processes.
 WORKER_ONLY_PARAMS = (
+    BACKEND_PARAM,  # threads at num_workers=0 are the DataLoader at 0
     "loader.multiprocessing_context",
     "loader.persistent_workers",
     "loader.prefetch_factor",
@@ -176,6 +186,8 @@ SWEEP_BEST = "sweep/best_samples_per_s"
 SWEEP_EFFICIENCY = "sweep/pipeline_efficiency"  # train ÷ min(loader_only, model_only)
 # A tune sweep (sweep=tune): its trials (probes and full runs), its probes and its wall time.
 TUNE_TRIALS, TUNE_PROBES, TUNE_WALL = "tune/trials", "tune/probes", "tune/wall_s"
+TUNE_SKIPPED = "tune/skipped"  # candidates left unprobed to keep the search's cost cap
+TUNE_GRID_S = "tune/grid_s"  # the grid over the same space, estimated: what the cap is a share of
 
 EPOCH_KEYS = (SAMPLES_PER_S, EPOCH_S, DATA_WAIT_S, COMPUTE_S, DATA_WAIT_FRACTION)
 EPOCH_MODEL_KEYS = (LOSS_TRAIN, ACC_TRAIN, LOSS_VAL, ACC_VAL)

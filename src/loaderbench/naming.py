@@ -2,7 +2,8 @@
 
 In a sweep a child is named by its swept values only (``w2-spawn``, ``pin``, ``w0-r1``); the
 constants live on the parent. A single run names its worker count and the loader knobs set away
-from torch's defaults.
+from torch's defaults. Workers are ``w4`` (four worker processes) or, with
+``loader.backend=threads``, ``t4`` (four loader threads).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from loaderbench import keys
 from loaderbench.config import LoaderConfig
 
 NAME_LIMIT = 40  # characters: a run name is a table cell in the MLflow UI
@@ -24,7 +26,7 @@ _SHORT = {
     "torch_threads": "tt",  # intra-op threads of the step (t4 is four loader threads)
 }
 # An emulated step: 20ms, 0.5ms/sample, from-1a2b3c4d; step_sync=step / none as sync / async.
-_UNITS = {"step_ms": "{}ms", "step_per_sample_ms": "{}ms/sample", "step_from": "from-{:.8}"}
+_UNITS = {"step_ms": "{:g}ms", "step_per_sample_ms": "{:g}ms/sample", "step_from": "from-{:.8}"}
 _SYNC = {"step": "sync", "none": "async"}
 _FLAGS = {"pin_memory": "pin", "persistent_workers": "persist", "drop_last": "droplast"}
 
@@ -40,7 +42,7 @@ def label(key: str, value: Any) -> str:
         return _UNITS[leaf].format(value)
     if leaf == "step_sync":
         return _SYNC.get(str(value), f"sync={value}")
-    if leaf in ("multiprocessing_context", "decoder", "mode") or "." not in key:
+    if leaf in ("multiprocessing_context", "decoder", "mode", "backend") or "." not in key:
         return str(value)  # a value that names itself, or a config group's option
     return f"{leaf}={value}"
 
@@ -73,14 +75,19 @@ def run_name(
         if OmegaConf.select(cfg, "trainer.ranks", default=1) != 1:
             swept.append("trainer.ranks")
         swept.append("trainer.torch_threads")  # left out at null, as any key
+    threads = OmegaConf.select(cfg, keys.BACKEND_PARAM, default=None) == keys.THREADS
     parts = []
     for key in swept:
+        if key == keys.BACKEND_PARAM:  # the backend is said by its workers: t4 or w4
+            if keys.WORKERS_PARAM in swept:
+                continue
+            key = keys.WORKERS_PARAM
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:
             continue
         if isinstance(value, DictConfig):  # a group (dataset=tensor): its option's name
             value = group_option(key, value, choices or {})
-        parts.append(label(key, value))
+        parts.append(f"t{value}" if threads and key == keys.WORKERS_PARAM else label(key, value))
     return "-".join(parts)[:NAME_LIMIT] or "run"
 
 

@@ -73,6 +73,8 @@ def tags(launch: Launch, setup: Setup | None) -> dict[str, str]:
     if setup is not None:
         out |= env_tags(setup.device)
         out |= {f"effective.{k}.reason": why for k, why in setup.plan.reasons.items()}
+        if setup.augmentation:
+            out[keys.AUGMENTATION_TAG] = setup.augmentation
         if setup.step is not None:
             out[keys.EMULATED_TAG] = "true"
     return out

@@ -2,8 +2,11 @@
 pipelines; its inputs may be uint8/float tensors or PIL images, its output a float tensor.
 
 ``random`` says whether the train pipeline draws random numbers. Only then does a sample need
-its own seeded generator (``fork_rng`` + a reseed, ~10 µs a sample); a deterministic pipeline
-runs as it would in a plain ``Dataset.__getitem__``.
+its own seeded generator; a deterministic pipeline runs as it would in a plain
+``Dataset.__getitem__``. ``seeded`` says that its random transforms draw from that generator
+(:mod:`loaderbench.random_transforms`), not from torch's global one: then the augmentation is
+the same for loader threads too. A preset without it gets the global generator reseeded per
+sample (``fork_rng``, ~10 µs a sample), which only worker processes keep apart.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from typing import Any
 
 import torch
 from torchvision.transforms import v2
+
+from loaderbench import random_transforms as rt
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,7 +37,7 @@ class NoTransforms:
     """Only what the model needs: a float tensor. An in-memory float tensor (the article's
     TensorDataset) reaches collate as it is, with no Compose and no copy."""
 
-    random = False
+    random, seeded = False, True
 
     def __init__(self, *, image_size: int | None = None):
         self.train = self.val = to_float
@@ -41,7 +46,7 @@ class NoTransforms:
 class Basic:
     """To a float tensor at ``image_size`` and normalise; the same for train and val."""
 
-    random = False
+    random, seeded = False, True
 
     def __init__(self, *, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.train = self.val = v2.Compose(
@@ -53,8 +58,8 @@ class Basic:
 def _crop_and_flip(image_size: int) -> list[v2.Transform]:
     return [
         v2.ToImage(),
-        v2.RandomResizedCrop(image_size, scale=(0.5, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(),
+        rt.RandomResizedCrop(image_size, scale=(0.5, 1.0), antialias=True),
+        rt.RandomHorizontalFlip(),
     ]
 
 
@@ -64,11 +69,11 @@ JITTER = dict(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05)
 class Augment:
     """RandomResizedCrop + horizontal flip + colour jitter for training; Basic for val."""
 
-    random = True
+    random = seeded = True
 
     def __init__(self, *, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.train = v2.Compose(
-            [*_crop_and_flip(image_size), v2.ColorJitter(**JITTER), *_to_float(mean, std)]
+            [*_crop_and_flip(image_size), rt.ColorJitter(**JITTER), *_to_float(mean, std)]
         )
         self.val = Basic(image_size=image_size, mean=mean, std=std).val
 
@@ -76,18 +81,18 @@ class Augment:
 class Heavy:
     """Augment plus costlier ops (rotation, blur, perspective, erasing): a CPU-bound pipeline."""
 
-    random = True
+    random = seeded = True
 
     def __init__(self, *, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.train = v2.Compose(
             [
                 *_crop_and_flip(image_size),
-                v2.RandomRotation(15),
-                v2.RandomPerspective(distortion_scale=0.2, p=0.5),
-                v2.ColorJitter(**JITTER),
-                v2.GaussianBlur(kernel_size=5, sigma=(0.1, 1.5)),
+                rt.RandomRotation(15),
+                rt.RandomPerspective(distortion_scale=0.2, p=0.5),
+                rt.ColorJitter(**JITTER),
+                rt.GaussianBlur(kernel_size=5, sigma=(0.1, 1.5)),
             ]
             + _to_float(mean, std)
-            + [v2.RandomErasing(p=0.25)]
+            + [rt.RandomErasing(p=0.25)]
         )
         self.val = Basic(image_size=image_size, mean=mean, std=std).val

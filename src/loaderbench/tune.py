@@ -1,12 +1,12 @@
-"""``sweep=tune``: find the fastest loader settings for a third of a grid's cost.
+"""``sweep=tune``: find the fastest loader settings for a seventh of a grid's cost.
 
 The knobs that leave training unchanged are nearly separable, and the search uses that:
 
 1. **workers**: every ``num_workers`` from 0 to ``tune.max_workers`` (2 × the cores, ÷ the ranks
    with ``trainer.ranks=N``: workers per rank, as each rank builds its loader), with the
    cheapest start-up (fork where the platform has it, persistent workers when there is more
-   than one epoch). The worker count sets the steady rate: how the loader's processes and the training
-   step share the cores.
+   than one epoch). The worker count sets the steady rate: how the loader's processes and the
+   training step share the cores.
 2. **start-up**: for the fastest setting with workers, every other context (and, on an
    accelerator, pinning) with its persistence, then the other persistence with its context. A
    context's start-up cost does not depend on persistence, which only decides how often it is
@@ -22,16 +22,16 @@ In ``bench.mode=emulated`` the question is another: the fewest workers that keep
 that is fed; the full runs confirm it and the count below it, which starved (or, when none
 was fed, the fastest probe); the report's fed verdict decides among them.
 
-Each of those trials is a *probe*: the user's own job with ``bench.probe_batches`` batches an
-epoch (and at most as many validation batches), ranked by its throughput projected to full epochs
-(:func:`loaderbench.timing.projected_samples_per_s`: start-up as measured, the rest at the
-probe's steady rate). Then full runs *confirm*: the best probe, the runner-up when its
-projection is within ``tune.confirm_within`` of the best, and the best of the other side
-(``num_workers=0`` when the best has workers, else the best with workers). The sweep's report
-decides among the full runs with its usual noise rule, so the answer (parent tags
-``loaderbench.winner`` and ``loaderbench.dataloader``, the ``DataLoader(...)`` snippet) comes
-from full runs only. ``tune.trials`` (all trials) and ``tune.budget_s`` (wall seconds) stop
-the probing early; the confirming runs always run: they are the answer.
+With ``tune.backends`` the workers stage also probes loader threads at each worker count (in
+an order that covers the range early: 4, 2, 1, 3 for 0–4); prefetch follows the fastest of
+either backend. The first trial is a full run of ``num_workers=0``: the reference, and what a
+full run costs. Each later trial is a *probe*: the user's job with ``bench.probe_batches``
+batches an epoch (at most ``tune.probe_share`` of it), ranked by its throughput projected to
+full epochs (:func:`loaderbench.timing.projected_samples_per_s`).
+Full runs *confirm*: the best, the runner-up within ``tune.confirm_within``, the best of the
+other side of ``num_workers=0`` and of the other backend; the report's noise rule decides among
+full runs only. ``tune.trials``, ``tune.budget_s`` and ``tune.cost_share`` (of the grid's
+estimated cost, :meth:`Search.grid_s`) stop the probing early; the confirming runs always run.
 
 This module is the search itself, pure over the config and the trials' figures; the sweeper in
 ``hydra_plugins.loaderbench_tune`` runs its trials through Hydra's launcher.
@@ -50,6 +50,7 @@ from omegaconf import DictConfig
 from loaderbench import keys
 from loaderbench.config import ConfigError, TuneConfig
 from loaderbench.tune_space import (
+    BACKEND,
     BATCH,
     CHEAPEST_START,
     CONTEXT,
@@ -62,28 +63,16 @@ from loaderbench.tune_space import (
     Candidate,
     Space,
     build_space,
+    search_threads,
+    spread,
 )
 
 # the space's names, as before the space had a module of its own
 __all__ = [
-    "BATCH",
-    "CHEAPEST_START",
-    "CONTEXT",
-    "PERSISTENT",
-    "PIN",
-    "PINNABLE",
-    "PREFETCH",
-    "RESERVE",
-    "THREADS",
-    "WORKERS",
-    "Candidate",
-    "Search",
-    "Space",
-    "Trial",
-    "accelerator",
-    "build_space",
-    "tuned_keys",
-]
+    "BACKEND", "BATCH", "CHEAPEST_START", "CONTEXT", "PERSISTENT", "PIN", "PINNABLE",
+    "PREFETCH", "RESERVE", "THREADS", "WORKERS", "Candidate", "Search", "Space", "Trial",
+    "accelerator", "build_space", "search_threads", "spread", "tuned_keys",
+]  # fmt: skip
 log = logging.getLogger(__name__)
 RESERVE = TuneConfig.CONFIRMING  # trials kept for the confirming runs
 
@@ -94,6 +83,7 @@ class Trial:
     probe: bool
     value: float = math.nan  # projected samples/s of a probe, summary samples/s of a full run
     fed: bool | None = None  # an emulated step's verdict (None in the other modes)
+    wall_s: float = 0.0  # what it cost, launch included
 
     @property
     def ok(self) -> bool:
@@ -110,8 +100,10 @@ class Search:
     budget_s: float | None = None
     confirm_within: float = 0.1
     goal: str = "fastest"  # or "fed": the fewest workers that keep an emulated step fed
+    cost_share: float | None = None
     done: list[Trial] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    skipped: int = 0  # candidates the cost cap left unprobed
 
     @property
     def elapsed_s(self) -> float:
@@ -122,29 +114,71 @@ class Search:
         None for no limit."""
         if self.budget_s is not None and self.elapsed_s >= self.budget_s:
             return 0
+        if not self.within_cost():
+            return 0
         if self.trials is None:
             return None
         return max(self.trials - len(self.done) - reserve, 0)
 
+    def grid_s(self) -> float:
+        """What the grid over the space would cost, estimated: its size × the first full run's
+        wall time, × the first run's throughput over the fastest seen (a faster setting's
+        full run is over sooner, so this errs low). NaN before a full run."""
+        full = [t for t in self.done if not t.probe and t.ok]
+        if not full:
+            return math.nan
+        first, fastest = full[0], max(t.value for t in self.done if t.ok)
+        return len(self.space.grid()) * first.wall_s * min(1.0, first.value / fastest)
+
+    def within_cost(self) -> bool:
+        """Whether one more probe keeps the search within ``cost_share`` of the grid's cost,
+        with the confirming runs still to come reserved (each at the first full run's cost)."""
+        grid = self.grid_s()
+        if self.cost_share is None or math.isnan(grid):
+            return True
+        probes = [t.wall_s for t in self.done if t.probe] or [0.0]
+        first = next(t for t in self.done if not t.probe and t.ok)
+        ran = {t.candidate for t in self.done if not t.probe}
+        reserve = sum(c not in ran for c in self.to_confirm()) * first.wall_s
+        spent = sum(t.wall_s for t in self.done)
+        return spent + max(probes) + reserve <= self.cost_share * grid
+
     def fresh(self, cands: list[Candidate]) -> list[Candidate]:
-        tried = {t.candidate for t in self.done if t.probe}
+        tried = {t.candidate for t in self.done}
         return [c for c in dict.fromkeys(cands) if c not in tried]
 
-    def best(self, *, workers: bool | None = None) -> Trial | None:
-        probes = [t for t in self.done if t.probe and t.ok]
+    def ranked(self) -> list[Trial]:
+        """The trials to rank, fastest first: every one that ran (a probe's projection, a full
+        run's figure); the emulated search ranks its probes."""
+        ok = [t for t in self.done if t.ok and (t.probe or self.goal != "fed")]
+        return sorted(ok, key=lambda t: -t.value)
+
+    def best(self, *, workers: bool | None = None, threads: bool | None = None) -> Trial | None:
+        """The fastest ranked trial, with workers or without, of loader threads or not."""
+        ranked = self.ranked()
         if workers is not None:
-            probes = [t for t in probes if (t.candidate.workers > 0) == workers]
-        return max(probes, key=lambda t: t.value, default=None)
+            ranked = [t for t in ranked if (t.candidate.workers > 0) == workers]
+        if threads is not None:
+            ranked = [t for t in ranked if t.candidate.threads == threads]
+        return ranked[0] if ranked else None
 
     def stages(self) -> list[tuple[str, Any]]:
         """(name, function of the search so far -> that stage's candidates), in order."""
         sp = self.space
 
-        def workers(_: Search) -> list[Candidate]:
-            return [sp.baseline(w, bs) for bs in sp.batch_sizes for w in sp.workers]
+        def workers(s: Search) -> list[Candidate]:
+            if s.goal == "fed":  # counted up: the first fed count is the answer
+                return [sp.baseline(w, bs) for bs in sp.batch_sizes for w in sp.workers]
+            every = (
+                sp.baseline(w, bs, backend)
+                for bs in sp.batch_sizes
+                for w in spread(sp.workers)
+                for backend in sp.backends
+            )
+            return list(dict.fromkeys(every))  # num_workers=0 once: there are no threads
 
         def startup(s: Search) -> list[Candidate]:
-            best = s.best(workers=True)
+            best = s.best(workers=True, threads=False)
             if best is None:
                 return []
             c = best.candidate
@@ -192,7 +226,7 @@ class Search:
         within ``confirm_within`` of it, and the best of the other side (num_workers=0 if the
         best has workers, else the best with workers), so the answer to "can num_workers be
         0?" rests on full runs too."""
-        ranked = sorted((t for t in self.done if t.probe and t.ok), key=lambda t: -t.value)
+        ranked = self.ranked()
         if not ranked:
             return []
         if self.goal == "fed":
@@ -204,7 +238,19 @@ class Search:
         other = self.best(workers=best.candidate.workers == 0)
         if other is not None:
             picks.append(other.candidate)
+        if len(self.space.backends) > 1 and best.candidate.workers:  # processes or threads?
+            rival = self.best(workers=True, threads=not best.candidate.threads)
+            if rival is not None:
+                picks.append(rival.candidate)
         return list(dict.fromkeys(picks))
+
+    def first(self) -> Candidate | None:
+        """The fastest-setting search's first trial, a full run: the first candidate of the
+        first stage (None for the emulated search, which probes from the start)."""
+        if self.goal == "fed":
+            return None
+        cands = self.stages()[0][1](self)
+        return cands[0] if cands else None
 
     def _confirm_fed(self, ranked: list[Trial]) -> list[Candidate]:
         """The fewest workers fed and the fastest probe with fewer (it starved); the fastest
@@ -218,6 +264,8 @@ class Search:
 def tuned_keys(config: DictConfig) -> list[str]:
     """The keys a tune sweep varies, for the children's names and the parent's params."""
     out = [WORKERS, CONTEXT, PERSISTENT, PREFETCH]
+    if search_threads(config.tune):
+        out.insert(0, BACKEND)
     if accelerator(config):
         out.append(PIN)
     if config.tune.batch_size:

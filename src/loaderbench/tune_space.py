@@ -4,6 +4,7 @@ The search over it is :mod:`loaderbench.tune`'s."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import multiprocessing
 from dataclasses import dataclass, field
@@ -15,10 +16,10 @@ from loaderbench import keys, naming
 from loaderbench.data.loader import TORCH_DEFAULT_PREFETCH
 from loaderbench.provenance import cpu_cores
 
-WORKERS = keys.WORKERS_PARAM
+WORKERS, BACKEND = keys.WORKERS_PARAM, keys.BACKEND_PARAM
 CONTEXT, PERSISTENT = "loader.multiprocessing_context", "loader.persistent_workers"
 PREFETCH, PIN, BATCH = "loader.prefetch_factor", "loader.pin_memory", keys.BATCH_SIZE_PARAM
-THREADS = keys.TORCH_THREADS_PARAM
+THREADS = keys.TORCH_THREADS_PARAM  # the step's intra-op threads (not loader threads)
 CHEAPEST_START = ("fork", "forkserver", "spawn")  # the order a context is tried in
 
 
@@ -33,12 +34,21 @@ class Candidate:
     pin: bool | None = None  # None: not tuned (no accelerator), the config's own value
     batch_size: int | None = None  # None: not tuned, the config's own value
     torch_threads: int | None = None  # None: not tuned, the config's own value
+    backend: str = keys.DATALOADER  # threads: loader threads (no context, nothing persists)
+
+    @property
+    def threads(self) -> bool:
+        """Loader threads (``loader.backend=threads``), not worker processes."""
+        return self.backend == keys.THREADS
 
     def settings(self) -> dict[str, Any]:
         """The knobs this candidate sets: the worker knobs only with workers (torch ignores
-        them without), pinning, batch size and the step's threads only when they are tuned."""
+        them without), pinning, batch size and the step's threads only when they are tuned;
+        loader threads set the backend and their buffer (their process knobs mean nothing)."""
         out: dict[str, Any] = {WORKERS: self.workers}
-        if self.workers:
+        if self.threads:
+            out = {BACKEND: self.backend, WORKERS: self.workers, PREFETCH: self.prefetch}
+        elif self.workers:
             out |= {CONTEXT: self.context, PERSISTENT: self.persistent, PREFETCH: self.prefetch}
         if self.pin is not None:
             out[PIN] = self.pin
@@ -50,8 +60,23 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        """As its run is named: ``w0``, ``w2-fork-persist-pf2``."""
-        return "-".join(naming.label(k, v) for k, v in self.settings().items())
+        """As its run is named: ``w0``, ``w2-fork-persist-pf2``, ``t2-pf2`` (loader threads)."""
+        parts = [
+            f"t{v}" if k == WORKERS and self.threads else naming.label(k, v)
+            for k, v in self.settings().items()
+            if k != BACKEND
+        ]
+        return "-".join(parts)
+
+
+def spread(workers: list[int]) -> list[int]:
+    """``workers`` in an order that covers the range early: 0 first, then by how many times
+    2 divides the count (4, 2, 1, 3 for 0–4; 8, 4, 2, 6, 1, 3, 5, 7 for 0–8)."""
+
+    def twos(w: int) -> int:
+        return (w & -w).bit_length()
+
+    return sorted(workers, key=lambda w: (w != 0, -twos(w) if w else 0, w))
 
 
 @dataclass
@@ -66,13 +91,22 @@ class Space:
     batch_sizes: list[int | None]
     torch_threads: list[int | None] = field(default_factory=lambda: [None])
     cores: int = 1  # the cores the trials may use (how many a thread count leaves to workers)
+    backends: list[str] = field(default_factory=lambda: [keys.DATALOADER])
 
-    def baseline(self, workers: int, batch_size: int | None = None) -> Candidate:
+    def baseline(
+        self, workers: int, batch_size: int | None = None, backend: str = keys.DATALOADER
+    ) -> Candidate:
         """The cheapest start-up for ``workers``: first context, persistent if it matters; the
-        most threads tried (torch's default is one a core)."""
+        most threads tried (torch's default is one a core). Loader threads: their default
+        buffer."""
         threads = self.torch_threads[-1]
         if workers == 0:
             return Candidate(0, pin=self.pin[-1], batch_size=batch_size, torch_threads=threads)
+        if backend == keys.THREADS:
+            return Candidate(
+                workers, prefetch=self.prefetch[0], pin=self.pin[-1], batch_size=batch_size,
+                torch_threads=threads, backend=backend,
+            )  # fmt: skip
         return Candidate(
             workers,
             self.contexts[0],
@@ -93,10 +127,23 @@ class Space:
                     if w == 0:
                         out.append(Candidate(0, pin=pin, batch_size=bs, torch_threads=tt))
                         continue
-                    for ctx in self.contexts:
-                        for persistent in self.persistent:
-                            for pf in self.prefetch:
-                                out.append(Candidate(w, ctx, persistent, pf, pin, bs, tt))
+                    if keys.DATALOADER in self.backends:
+                        for ctx in self.contexts:
+                            for persistent in self.persistent:
+                                for pf in self.prefetch:
+                                    out.append(Candidate(w, ctx, persistent, pf, pin, bs, tt))
+                    if keys.THREADS in self.backends:
+                        out += [
+                            Candidate(
+                                w,
+                                prefetch=pf,
+                                pin=pin,
+                                batch_size=bs,
+                                torch_threads=tt,
+                                backend=keys.THREADS,
+                            )  # fmt: skip
+                            for pf in self.prefetch
+                        ]
         return out
 
 
@@ -123,6 +170,7 @@ def build_space(config: DictConfig, pinned: dict[str, list[str]], accelerator: b
         batch_sizes=sorted({max(bs // 2, 1), bs, bs * 2}) if t.batch_size else [None],
         torch_threads=thread_counts(cpu_cores()) if t.get("torch_threads") else [None],
         cores=cpu_cores(),
+        backends=[keys.DATALOADER, keys.THREADS] if search_threads(t) else [keys.DATALOADER],
     )
     for key, values in pinned.items():
         field_name, cast = PINNABLE[key]
@@ -133,6 +181,13 @@ def build_space(config: DictConfig, pinned: dict[str, list[str]], accelerator: b
 def thread_counts(cores: int) -> list[int]:
     """The step's thread counts ``tune.torch_threads=true`` tries: 1, 2, 4, ... and the cores."""
     return sorted({2**i for i in range(cores.bit_length()) if 2**i <= cores} | {cores})
+
+
+def search_threads(t: Any) -> bool:
+    """``tune.backends``: true, or null where the thread backend's library is installed."""
+    if t.get("backends") is not None:
+        return bool(t.backends)
+    return importlib.util.find_spec(keys.BACKEND_LIBRARIES[keys.THREADS]) is not None
 
 
 def _bool(v: str) -> bool:
@@ -150,4 +205,5 @@ PINNABLE = {
     PREFETCH: ("prefetch", _int_or_null),
     PIN: ("pin", _bool),
     THREADS: ("torch_threads", _int_or_null),
+    BACKEND: ("backends", str),
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -88,10 +89,14 @@ def check(config: DictConfig, arguments: Sequence[str]) -> tuple[list[str], dict
     return split_arguments(arguments, config)
 
 
-def trial_overrides(fixed: Sequence[str], cand: Candidate, probe_batches: int | None) -> list[str]:
+def trial_overrides(
+    fixed: Sequence[str], cand: Candidate, probe_batches: int | None, probe_share: float = 1.0
+) -> list[str]:
     from loaderbench import keys
 
     settings = cand.settings() | {keys.PROBE_PARAM: probe_batches}
+    if probe_batches is not None and probe_share < 1:  # a probe sized by the epoch too
+        settings["bench.probe_share"] = probe_share
     return [*fixed, *(f"{k}={override_value(v)}" for k, v in settings.items())]
 
 
@@ -124,6 +129,13 @@ def fed(result: Any) -> bool | None:
     return getattr(result.return_value, "fed", None)
 
 
+def probe_cost(search: Any) -> float:
+    """A probe's wall time over the first full run's (nan before either ran)."""
+    probes = [t.wall_s for t in search.done if t.probe]
+    full = [t.wall_s for t in search.done if not t.probe]
+    return sum(probes) / len(probes) / full[0] if probes and full and full[0] else math.nan
+
+
 def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> list[Any]:
     """The staged search (see the module's docstring) through ``launcher``, one trial at a
     time: trials running side by side would compete for the cores they measure."""
@@ -136,23 +148,35 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
     space = build_space(config, pinned, accelerator(config))
     goal = "fed" if config.bench.mode == keys.MODE_EMULATED else "fastest"
     search = Search(space, t.probe_batches, t.trials, t.budget_s, t.confirm_within, goal)
+    search.cost_share = t.get("cost_share")
     returns: list[Any] = []
 
     def launch(cand: Candidate, probe: bool) -> Trial:
-        batch = [trial_overrides(fixed, cand, search.probe_batches if probe else None)]
+        probe_batches = search.probe_batches if probe else None
+        batch = [trial_overrides(fixed, cand, probe_batches, t.get("probe_share", 1.0))]
         # the run is named by what it sets (w0-probe20, w2-fork-persist-pf2): jobs read this
         os.environ[keys.SWEPT_ENV] = ",".join([*cand.settings(), keys.PROBE_PARAM])
+        t0 = time.perf_counter()
         results = launcher.launch(batch, initial_job_idx=len(search.done))
         returns.append(results)
         trial = Trial(cand, probe, objective(results[0]), fed(results[0]))
+        trial.wall_s = time.perf_counter() - t0
         search.done.append(trial)
         return trial
 
+    # The first trial runs in full: the reference (num_workers=0), and what a full run costs.
+    if (first := search.first()) is not None:
+        log.info("tune: %s", describe([launch(first, probe=False)]))
     reserve = 2 if len(space.workers) == 1 else RESERVE
-    for name, stage in search.stages():
+    for i, (name, stage) in enumerate(search.stages()):
         trials, spent = [], False
-        for cand in search.fresh(stage(search)):
+        fresh = search.fresh(stage(search))
+        for k, cand in enumerate(fresh):
             if spent := search.probes_left(reserve) == 0:
+                if not search.within_cost():  # the cost cap: count what it leaves unprobed
+                    later = search.stages()[i + 1 :]
+                    search.skipped = len(fresh) - k
+                    search.skipped += sum(len(search.fresh(f(search))) for _, f in later)
                 log.info("tune: the budget is spent; %s and later stages skipped", name)
                 break
             trials.append(launch(cand, probe=True))
@@ -162,7 +186,17 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
             log.info("tune, %s: %s", name, describe(trials))
         if spent:
             break
-    confirm = [launch(c, probe=False) for c in search.to_confirm()]
+    if search.skipped:
+        log.info(
+            "tune: probes cost %.0f%% of a full run here, so %d candidates went unprobed to keep "
+            "within tune.cost_share=%s of the grid's ~%.0f s",
+            100 * probe_cost(search),
+            search.skipped,
+            search.cost_share,
+            search.grid_s(),
+        )
+    ran = {tr.candidate for tr in search.done if not tr.probe}
+    confirm = [launch(c, probe=False) for c in search.to_confirm() if c not in ran]
     probes = sum(t.probe for t in search.done)
     wall_s = search.elapsed_s
     log.info(
@@ -175,9 +209,11 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
         wall_s,
     )
     try:
-        ACTIVE.log_on_parent(
-            {keys.TUNE_TRIALS: len(search.done), keys.TUNE_PROBES: probes, keys.TUNE_WALL: wall_s}
-        )
+        figures = {keys.TUNE_TRIALS: len(search.done), keys.TUNE_PROBES: probes}
+        figures |= {keys.TUNE_WALL: wall_s, keys.TUNE_SKIPPED: search.skipped}
+        if not math.isnan(grid := search.grid_s()):
+            figures[keys.TUNE_GRID_S] = grid
+        ACTIVE.log_on_parent(figures)
     except Exception as exc:  # the trials are recorded: the report must still follow
         log.warning("tune: the search's figures did not reach the parent run: %s", exc)
     return returns

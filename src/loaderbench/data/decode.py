@@ -23,6 +23,7 @@ import io
 import os
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -101,6 +102,11 @@ class DecoderWarnings:
 
     @contextlib.contextmanager
     def quiet(self, native: bool = False) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            # a loader thread: the warnings filters and fd 2 are the process's, and swapping
+            # them from several threads at once would lose them (and stderr): shown as they come
+            yield
+            return
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with self._native() if native else contextlib.nullcontext():

@@ -18,6 +18,12 @@ class LoaderFailure(RuntimeError):
     """The loader failed for a reason with a known fix; the message says both."""
 
 
+class StuckLoader(BaseException):  # noqa: N818 (not an error of the job: the process must end)
+    """A loader thread that outlived its job, stuck in ``__getitem__``: nothing in the process
+    can stop it, so an in-process sweep ends here rather than measure its next job beside it.
+    (A BaseException: Hydra records an Exception as the job's failure and goes on.)"""
+
+
 def explain_loader_error(
     exc: BaseException, plan: Any, batch_bytes: int, where: str = "in this epoch"
 ) -> str | None:
@@ -44,7 +50,7 @@ def explain_loader_error(
             "too many open files: each shared batch holds a file descriptor. Fixes: "
             "loader.sharing_strategy=file_system, or raise the limit (ulimit -n 65536)."
         )
-    if "DataLoader timed out" in text:
+    if "DataLoader timed out" in text or "loader threads timed out" in text:
         return (
             f"a batch ({where}) took longer than loader.timeout={plan.timeout} s to arrive: "
             "storage or a worker stalled. Raise loader.timeout (0 waits forever), or look at "

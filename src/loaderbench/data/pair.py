@@ -17,7 +17,9 @@ class DatasetPair:
     ``train``/``val`` map an integer index to ``(image, label)`` where the image is whatever the
     transform presets accept (uint8 or float tensor, PIL image). ``fingerprint`` identifies the
     data read (two runs with equal fingerprints read the same data); ``stats`` are numbers worth
-    logging once per run (e.g. skipped files) under ``data/<name>``.
+    logging once per run (e.g. skipped files) under ``data/<name>``. ``user_class``: the
+    user's own Dataset class, whose ``__getitem__`` runs (``dataset=custom``): random numbers it
+    draws itself are outside the same-augmentation promise.
     """
 
     train: Dataset
@@ -25,6 +27,7 @@ class DatasetPair:
     num_classes: int
     fingerprint: str
     stats: dict[str, float] = field(default_factory=dict)
+    user_class: str | None = None
 
 
 def generated_fingerprint(kind: str, **params: Any) -> str:

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
+from loaderbench.sample_rng import drawing_from
+
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A well-mixed 63-bit seed for one sample of one epoch (hash, not ``seed + index``:
@@ -43,10 +45,14 @@ class TransformedDataset(Dataset):
 
     Accepts plain integer indices (epoch 0) or ``(epoch, index)`` keys from :class:`EpochSampler`
     and returns ``(image, label, index)``: the index is the sample's id for the exactly-once count.
-    torchvision's v2 transforms draw from torch's global generator, so a random draw happens
-    inside ``fork_rng``: the caller's generator state (the model's, with ``num_workers=0``) is
-    untouched. A deterministic transform (or none) skips that: it costs ~10 µs a sample, which
-    on an in-memory tensor is most of the loading work.
+    A ``seeded`` transform (the presets: :mod:`loaderbench.random_transforms`) draws from the sample's
+    own ``torch.Generator``, touching no global state, so loader threads get the same
+    augmentation as worker processes. Any other random transform draws from torch's global
+    generator, reseeded per sample inside ``fork_rng`` (the caller's state, the model's with
+    ``num_workers=0``, is untouched): that keeps processes apart but not threads, which share
+    the generator, so the thread backend turns it off (``reseed_global``) and the run says so.
+    A deterministic transform (or none) skips both: reseeding costs ~10 µs a sample, which on an
+    in-memory tensor is most of the loading work.
     """
 
     def __init__(
@@ -56,9 +62,12 @@ class TransformedDataset(Dataset):
         seed: int,
         *,
         random: bool = True,
+        seeded: bool = False,
     ):
         self.base, self.transform, self.seed = base, transform, seed
         self.random = random and transform is not None
+        self.seeded = seeded
+        self.reseed_global = True  # off under loader threads: they share the global generator
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
@@ -72,6 +81,11 @@ class TransformedDataset(Dataset):
         """The transform of sample ``index`` in ``epoch`` (also used by streamed datasets)."""
         if not self.random:
             return image if self.transform is None else self.transform(image)
+        if self.seeded:  # a generator of its own: ~2 µs, no global state touched
+            with drawing_from(torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))):
+                return self.transform(image)
+        if not self.reseed_global:  # threads: the shared generator, as it comes (see the class)
+            return self.transform(image)
         with torch.random.fork_rng(devices=[]):
             # The CPU generator only: torch.manual_seed would also seed every accelerator
             # backend, which (uninitialised) records a stack trace per call, ~0.2-0.5 ms/sample.
@@ -186,12 +200,37 @@ class TransformedIterable(TransformedDataset, IterableDataset):
 
 
 def transformed(
-    base: Dataset, transform: Callable[[Any], Any] | None, seed: int, *, random: bool
+    base: Dataset,
+    transform: Callable[[Any], Any] | None,
+    seed: int,
+    *,
+    random: bool,
+    seeded: bool = False,
 ) -> Dataset:
     """``base`` with its transform: a TransformedDataset, or for an iterable dataset a
     TransformedIterable."""
     wrapper = TransformedIterable if isinstance(base, IterableDataset) else TransformedDataset
-    return wrapper(base, transform, seed, random=random)
+    return wrapper(base, transform, seed, random=random, seeded=seeded)
+
+
+def augmentation(dataset: Dataset, backend: str, user_class: str | None = None) -> str:
+    """Whose random draws are the same for every loader setting, in words (the run's tag
+    ``loaderbench.augmentation``): ``seeded`` (each sample's own generator), ``deterministic``,
+    or the global generator reseeded per sample (the same in any worker process), or shared by
+    loader threads (not the same twice). Random numbers a user's ``__getitem__`` draws itself are
+    outside the promise, whatever the loader."""
+    if not getattr(dataset, "random", False):
+        text = "deterministic"
+    elif getattr(dataset, "seeded", False):
+        text = "seeded"
+    elif backend == "threads":
+        text = "not the same twice: a random transform draws from torch's global generator, "
+        text += "which loader threads share (the presets draw from each sample's own)"
+    else:
+        text = "global generator, reseeded per sample"
+    if user_class:
+        text += f"; random numbers {user_class}.__getitem__ draws itself are not covered"
+    return text
 
 
 def first_sample(dataset: Dataset) -> Any:

@@ -101,13 +101,24 @@ def search_line(a: Analysis) -> str:
     if not a.search:
         return ""
     n, probes = int(a.search.get(keys.TUNE_TRIALS, 0)), int(a.search.get(keys.TUNE_PROBES, 0))
-    batches = {r.params.get(keys.PROBE_PARAM) for r in a.rows if r.probe}
+    batches = {  # what the probes fetched (sized by the epoch: effective.probe_batches)
+        r.params.get(keys.EFFECTIVE_PREFIX + "probe_batches", r.params.get(keys.PROBE_PARAM))
+        for r in a.rows
+        if r.probe
+    }
     each = f" of {batches.pop()} batches an epoch" if len(batches) == 1 else ""
-    return (
+    line = (
         f"Tuned in {n} trials ({probes} probes{each}, ranked by their throughput projected to "
         f"full epochs, then {n - probes} full runs, which alone decide) in "
         f"{a.search.get(keys.TUNE_WALL, math.nan):.0f} s."
     )
+    if skipped := int(a.search.get(keys.TUNE_SKIPPED, 0)):  # the cost cap bit: say what it cost
+        grid = a.search.get(keys.TUNE_GRID_S, math.nan)
+        line += (
+            f" Probes here cost nearly a full run, so {skipped} candidates went unprobed to stay "
+            f"within tune.cost_share of the grid's ~{grid:.0f} s."
+        )
+    return line
 
 
 def _interval(row: RunRow) -> str:

@@ -1,4 +1,5 @@
-"""Which setting to use, with the noise respected: the verdict, the winner and a DataLoader call.
+"""Which setting to use, with the noise respected: the verdict, the winner and the code to paste
+(a DataLoader call, or the torchdata.nodes pipeline of a loader-thread winner).
 
 Every group of runs gets a 95% interval for its throughput (``summary/samples_per_s``):
 - with repeats, the range of the repeats (min to max);
@@ -86,7 +87,7 @@ def _python(value: str) -> str:
     return repr(value)
 
 
-def snippet(row: RunRow) -> str:
+def dataloader_call(row: RunRow) -> str:
     """``DataLoader(dataset, ...)`` with the knobs that differ from torch's defaults."""
     args = ["dataset"]
     for param, (arg, default) in TORCH_DEFAULTS.items():
@@ -124,11 +125,47 @@ def cores_reason(row: RunRow) -> str:
     return cores.explain(n, workers, cpus, row.params.get("loader.backend"))
 
 
-def simplicity(group: Group) -> tuple[int, int]:
-    """Fewer workers first, then fewer knobs away from torch's defaults."""
+def threads(row: RunRow) -> bool:
+    """The run's batches came from loader threads (``effective.backend``)."""
+    return row.params.get(keys.BACKEND_EFFECTIVE) == keys.THREADS
+
+
+def thread_pipeline(row: RunRow) -> str:
+    """The torchdata.nodes pipeline a thread run used, as code to paste (the backend's own:
+    ``loaderbench.data.loader.threads``): the same sampler, threads, batches and buffer."""
+    get = row.params.get
+    workers, batch = get(WORKERS, "0"), get("loader.batch_size", "64")
+    sampler = "RandomSampler" if get("loader.shuffle", "True") == "True" else "SequentialSampler"
+    prefetch = get("effective.prefetch_factor", "None")
+    buffer = (int(prefetch) if prefetch.isdigit() else 2) * int(workers)  # as the backend buffers
+    lines = [
+        "import torchdata.nodes as tn",
+        f"from torch.utils.data import {sampler}, default_collate",
+        "",
+        f"node = tn.SamplerWrapper({sampler}(dataset))",
+        f"node = tn.ParallelMapper(node, map_fn=dataset.__getitem__, num_workers={workers}, "
+        'method="thread", in_order=True)',
+        f"node = tn.Batcher(node, batch_size={batch}, drop_last={get('loader.drop_last', 'False')})",
+        "node = tn.Mapper(node, default_collate)",
+    ]
+    if get("effective.pin_memory") == "True":
+        lines.append("node = tn.PinMemory(node)")
+    lines += [f"node = tn.Prefetcher(node, prefetch_factor={buffer})", "loader = tn.Loader(node)"]
+    return "\n".join(lines)
+
+
+def snippet(row: RunRow) -> str:
+    """What to paste for the run's settings: a ``DataLoader(...)`` call, or for loader threads
+    the torchdata.nodes pipeline that ran."""
+    return thread_pipeline(row) if threads(row) else dataloader_call(row)
+
+
+def simplicity(group: Group) -> tuple[int, bool, int]:
+    """Fewer workers first, then processes before threads (no extra library), then fewer knobs
+    away from torch's defaults."""
     row = group.runs[0]
     workers = int(row.params.get(WORKERS, "0") or 0)
-    return workers, snippet(row).count("=")
+    return workers, threads(row), dataloader_call(row).count("=")
 
 
 @dataclass

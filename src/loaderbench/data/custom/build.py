@@ -176,4 +176,5 @@ def make_custom(
         val=built["val"],
         num_classes=spec.num_classes,
         fingerprint=f"custom-{digest[:16]}",
+        user_class=name,
     )

@@ -2,9 +2,10 @@
 
 :func:`plan_loader` checks ``loader.*`` and normalises it into a :class:`LoaderPlan` (each value
 actually used recorded as ``effective.*``, with the reason where it differs); :func:`fit_plan`
-adds what the dataset rules out; :func:`build_loader` chooses the backend and builds it. Today
-the backend is torch's DataLoader (:mod:`loaderbench.data.loader.dataloader`); another backend
-is one more entry in :data:`BACKENDS`, chosen in :func:`build_loader` and nowhere else.
+adds what the dataset rules out; :func:`build_loader` chooses the backend and builds it: torch's
+DataLoader (:mod:`loaderbench.data.loader.dataloader`, worker processes) or loader threads in
+this process (:mod:`loaderbench.data.loader.threads`, on torchdata.nodes). Another backend is
+one more entry in :data:`BACKENDS`, chosen in :func:`build_loader` and nowhere else.
 
 What a backend builds is a :class:`Batches`: iterable (one epoch per iterator), with a length
 (batches an epoch), and the three epoch methods the job calls through :func:`set_epoch`,
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 from torch.utils.data import Dataset
 
+from loaderbench import keys
 from loaderbench.data.loader.dataloader import build as build_dataloader
 from loaderbench.data.loader.plan import (
     TORCH_DEFAULT_PREFETCH,
@@ -26,6 +28,7 @@ from loaderbench.data.loader.plan import (
     fit_plan,
     plan_loader,
 )
+from loaderbench.data.loader.threads import build as build_threads
 
 
 class Batches(Protocol):
@@ -46,8 +49,11 @@ class Batches(Protocol):
 
 
 # backend name -> build(dataset, plan, *, seed, train, deterministic)
-BACKENDS: dict[str, Callable[..., Batches]] = {"dataloader": build_dataloader}
-DEFAULT_BACKEND = "dataloader"
+BACKENDS: dict[str, Callable[..., Batches]] = {
+    keys.DATALOADER: build_dataloader,
+    keys.THREADS: build_threads,
+}
+DEFAULT_BACKEND = keys.DATALOADER
 
 
 def build_loader(
@@ -55,7 +61,7 @@ def build_loader(
 ) -> Batches:
     """What yields ``dataset``'s batches as ``plan`` says: ``train`` shuffles and drops the last
     batch as configured, val keeps the order and every sample; the order is seeded by ``seed``."""
-    build = BACKENDS[DEFAULT_BACKEND]  # the one place a backend is chosen
+    build = BACKENDS[plan.backend]  # the one place a backend is chosen
     return build(dataset, plan, seed=seed, train=train, deterministic=deterministic)
 
 
@@ -70,10 +76,12 @@ def epoch_samples(loader: Batches, epoch: int) -> int:
     return loader.epoch_samples(epoch)
 
 
-def close_loader(loader: Batches) -> None:
+def close_loader(loader: Batches) -> list[Any]:
     """Stop a loader's workers now (persistent workers would otherwise live on into the next
-    job of an in-process sweep and compete for the cores it measures)."""
+    job of an in-process sweep and compete for the cores it measures). Returns the threads
+    that outlived it (stuck in ``__getitem__``: only the thread backend can have them)."""
     loader.close()
+    return list(getattr(loader, "stuck", []))
 
 
 __all__ = [

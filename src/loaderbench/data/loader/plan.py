@@ -9,14 +9,18 @@ raise :class:`~loaderbench.config.ConfigError` naming the key, before any work s
 
 from __future__ import annotations
 
+import importlib.metadata
 import multiprocessing
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
+from loaderbench import keys
 from loaderbench.config import ConfigError, LoaderConfig
+from loaderbench.data.shards.dataset import ShardSet
 
 TORCH_DEFAULT_PREFETCH = 2  # DataLoader's prefetch_factor when workers > 0 and it is None
 TORCH_DEFAULT_SHARING = torch.multiprocessing.get_sharing_strategy()  # file_descriptor on Linux
@@ -36,6 +40,8 @@ class LoaderPlan:
     shuffle: bool
     timeout: float
     sharing_strategy: str | None
+    # what yields the batches: a key of :data:`loaderbench.data.loader.BACKENDS`
+    backend: str = keys.DATALOADER
     # effective.<name> -> value actually used, and why it differs from the config (if it does)
     effective: dict[str, Any] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
@@ -54,6 +60,7 @@ def _one_of(key: str, value: str | None, offered: list[str], who: str, default: 
 
 def plan_loader(cfg: LoaderConfig, *, device: torch.device) -> LoaderPlan:
     """Validate ``cfg`` and normalise it for ``device``; raise ConfigError on a wrong value."""
+    LoaderConfig.check(cfg)
     if cfg.batch_size < 1:
         raise _fail("batch_size", cfg.batch_size, "must be at least 1", "e.g. loader.batch_size=64")
     if cfg.num_workers < 0:
@@ -103,7 +110,10 @@ def plan_loader(cfg: LoaderConfig, *, device: torch.device) -> LoaderPlan:
         shuffle=cfg.shuffle,
         timeout=cfg.timeout,
         sharing_strategy=cfg.sharing_strategy,
+        backend=cfg.backend,
     )
+    if plan.backend == keys.THREADS:
+        _plan_threads(plan)
     if cfg.num_workers == 0:
         no_workers = "num_workers=0 loads in the main process"
         if cfg.prefetch_factor is not None:
@@ -129,24 +139,77 @@ def plan_loader(cfg: LoaderConfig, *, device: torch.device) -> LoaderPlan:
 
     # Record what actually runs, for every knob that can differ from the config.
     workers = plan.num_workers > 0
+    processes = workers and plan.backend == keys.DATALOADER  # threads start none
     plan.effective = {
         "pin_memory": plan.pin_memory,
         "persistent_workers": plan.persistent_workers,
         "prefetch_factor": (plan.prefetch_factor or TORCH_DEFAULT_PREFETCH) if workers else None,
         "multiprocessing_context": (
             (plan.multiprocessing_context or multiprocessing.get_start_method())
-            if workers
+            if processes
             else None
         ),
         "timeout": plan.timeout,
-        "sharing_strategy": ((plan.sharing_strategy or TORCH_DEFAULT_SHARING) if workers else None),
+        "sharing_strategy": (plan.sharing_strategy or TORCH_DEFAULT_SHARING) if processes else None,
+        "backend": plan.backend,
+        "backend_library": backend_library(plan.backend),
+        "gil": gil_enabled(),
     }
     return plan
 
 
+def gil_enabled() -> bool:
+    """Whether this Python runs with the GIL (a free-threaded build may run without it)."""
+    is_enabled = getattr(sys, "_is_gil_enabled", None)
+    return bool(is_enabled()) if is_enabled is not None else True
+
+
+def backend_library(backend: str) -> str:
+    """The library (and version) that yields the batches: ``torch 2.14.1``, ``torchdata 0.11.0``."""
+    name = keys.BACKEND_LIBRARIES.get(backend, "torch")
+    return f"{name} {importlib.metadata.version(name)}"
+
+
+def _plan_threads(plan: LoaderPlan) -> None:
+    """What the DataLoader's process knobs mean under loader threads: nothing, each recorded
+    with its reason (a sweep grid stays rectangular). Zero threads is the dataloader backend
+    at num_workers=0: the main process loads."""
+    if plan.num_workers == 0:
+        plan.backend = keys.DATALOADER
+        plan.reasons["backend"] = (
+            "num_workers=0 threads load in the main process: the dataloader backend at "
+            "num_workers=0 does just that"
+        )
+        return
+    threads = "loader threads run in this process"
+    if plan.multiprocessing_context is not None:
+        plan.multiprocessing_context = None
+        plan.reasons["multiprocessing_context"] = f"{threads}: no process is started"
+    if plan.persistent_workers:
+        plan.persistent_workers = False
+        plan.reasons["persistent_workers"] = (
+            f"{threads}: an epoch's threads start in milliseconds, and nothing is re-imported"
+        )
+    if plan.sharing_strategy is not None:
+        plan.sharing_strategy = None
+        plan.reasons["sharing_strategy"] = f"{threads}: batches stay in its memory, none is shared"
+
+
 def fit_plan(plan: LoaderPlan, dataset: Dataset) -> None:
     """What the dataset itself rules out: an iterable dataset sets its own order, so
-    ``shuffle=true`` does nothing (recorded, like any setting that was not used)."""
+    ``shuffle=true`` does nothing (recorded, like any setting that was not used); loader
+    threads read samples by index, so a stream cannot be read by them."""
+    streamed = isinstance(dataset, IterableDataset) or isinstance(
+        getattr(dataset, "base", None), ShardSet
+    )
+    if plan.backend == keys.THREADS and streamed:
+        raise _fail(
+            "backend",
+            plan.backend,
+            "loader threads read samples by index, and this dataset's training split is a "
+            "stream (an IterableDataset, or tar shards streamed by DataLoader workers)",
+            "use loader.backend=dataloader",
+        )
     if isinstance(dataset, IterableDataset) and plan.shuffle:
         plan.shuffle = False
         plan.effective["shuffle"] = False
