@@ -284,3 +284,20 @@ def test_tune_searches_workers_per_rank(monkeypatch):
     one = tune.build_space(compose_config(["sweep=tune"]), {}, accelerator=False)
     four = tune.build_space(compose_config(["sweep=tune", "trainer.ranks=4"]), {}, False)
     assert one.workers == list(range(33)) and four.workers == list(range(9))  # 0 to 2 × 16 / 4
+
+
+def test_loader_threads_take_their_ranks_share(monkeypatch):
+    pytest.importorskip("torchdata.nodes")
+    from loaderbench.config import LoaderConfig
+    from loaderbench.data import TransformedDataset, plan_loader, seeding
+    from loaderbench.data.loader.threads import ThreadLoader
+    from tests.user_datasets import Tensors
+
+    monkeypatch.setattr(seeding, "rank_of_world", lambda: (1, 2))  # rank 1 of 2
+    cfg = LoaderConfig(batch_size=4, num_workers=2, backend="threads")
+    plan = plan_loader(cfg, device=torch.device("cpu"))
+    dataset = TransformedDataset(Tensors(n=10), None, seed=0)
+    train = ThreadLoader(dataset, plan, seed=0, train=True)
+    val = ThreadLoader(dataset, plan, seed=0, train=False)
+    assert len(train.sampler) == 5 and len(train) == 2 and train.epoch_samples(0) == 5
+    assert [i for _, i in val.sampler] == [1, 3, 5, 7, 9]  # val: its share, nothing repeated

@@ -121,21 +121,23 @@ class ThreadLoader:
         self.dataset, self.plan = dataset, plan
         self.batch_size = plan.batch_size
         self.drop_last = plan.drop_last and train
-        self.sampler = EpochSampler(len(dataset), shuffle=plan.shuffle and train, seed=seed)  # type: ignore[arg-type]
+        # with ranks, this rank's share (val: every sample once across the ranks)
+        n = len(dataset)  # type: ignore[arg-type]
+        self.sampler = EpochSampler(n, shuffle=plan.shuffle and train, seed=seed, even=train)
         self.buffer = (plan.prefetch_factor or TORCH_DEFAULT_PREFETCH) * plan.num_workers
         self.stuck: list[threading.Thread] = []  # threads that outlived close()
         self._nodes: list[Any] = []  # the running epoch's stages that own threads
         self._threads: list[threading.Thread] = []
 
     def __len__(self) -> int:
-        n, b = len(self.dataset), self.batch_size  # type: ignore[arg-type]
+        n, b = len(self.sampler), self.batch_size  # this rank's share
         return n // b if self.drop_last else math.ceil(n / b)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
 
     def epoch_samples(self, epoch: int) -> int:
-        return len(self) * self.batch_size if self.drop_last else len(self.dataset)  # type: ignore[arg-type]
+        return len(self) * self.batch_size if self.drop_last else len(self.sampler)
 
     def _pipeline(self) -> Any:
         import torchdata.nodes as tn
