@@ -266,6 +266,21 @@ def test_over_several_steps_the_winner_is_fed_under_every_one():
     assert analyze("s", [*rows, lo]).feed.ceiling_ms == pytest.approx(64e3 / 10625.0)
 
 
+def test_fed_under_no_step_but_some_pastes_the_fewest_workers_fed_under_the_most():
+    rows = [
+        em(0, 5, "none", 60.0, 960.0),
+        em(2, 5, "none", 36.0, 1450.0),
+        em(4, 5, "none", 35.0, 1350.0),  # a shorter wait than w2's, starved all the same
+        em(0, 50, "none", 16.0, 960.0),
+        em(2, 50, "none", 0.0, 1207.0),
+        em(4, 50, "none", 0.0, 1165.0),
+    ]
+    a = analyze("s", rows)
+    assert a.winner == "none" and "No setting tried is fed under every step" in a.verdict
+    assert "num_workers=2" in a.recommendation
+    assert "With w2-fork a 50 ms step (step_sync=none) waits 0 ms a step" in a.feed.why
+
+
 def test_emulated_runs_are_predicted_from_the_loaders_ceiling_and_the_step():
     def lo(w: int, sps: float):
         params = {"bench.mode": "loader_only", "loader.batch_size": "64"}

@@ -128,14 +128,30 @@ class Feed:
     settings: list[str] = field(default_factory=list)  # the table's columns
 
 
-def _fed_everywhere(conds: list[Condition]) -> Group | None:
-    """The fewest-workers setting fed under every condition (its group in the hardest)."""
-    by_setting: dict[tuple, list[Group]] = {}
+def _by_setting(conds: list[Condition]) -> list[list[Group]]:
+    """Each setting's groups, one per condition it ran under, the hardest first."""
+    by: dict[tuple, list[Group]] = {}
     for c in conds:
         for g in c.groups:
-            by_setting.setdefault(g.without(*(k for k, _ in c.key)), []).append(g)
-    fed = [gs for gs in by_setting.values() if len(gs) == len(conds) and all(map(is_fed, gs))]
+            by.setdefault(g.without(*(k for k, _ in c.key)), []).append(g)
+    return list(by.values())
+
+
+def _fed_everywhere(conds: list[Condition]) -> Group | None:
+    """The fewest-workers setting fed under every condition (its group in the hardest)."""
+    fed = [gs for gs in _by_setting(conds) if len(gs) == len(conds) and all(map(is_fed, gs))]
     return min((gs[0] for gs in fed), key=verdict.simplicity, default=None)
+
+
+def _closest(conds: list[Condition]) -> Group:
+    """What to paste when no setting is fed under every step: the fewest workers among those
+    fed under the most steps (its group under the hardest step it keeps fed); where none is fed
+    at all, the least wait under the hardest step. A slightly shorter wait of more workers is
+    not a reason to pay for them: both are starved."""
+    fed = [[g for g in gs if is_fed(g)] for gs in _by_setting(conds)]
+    if most := max(map(len, fed)):
+        return min((f[0] for f in fed if len(f) == most), key=verdict.simplicity)
+    return min(conds[0].groups, key=wait_ms)
 
 
 def _one(c: Condition) -> str:
@@ -193,9 +209,10 @@ def decide(emulated: list[Group], loaders: list[Group] = ()) -> Feed:
         sentence = head + tail
     winner = _name(pick) if pick else "none"
     if pick is None:  # nothing to keep the step fed: the closest setting, to paste
-        pick = min(conds[0].groups, key=wait_ms)
+        pick = _closest(conds)
+    phrase = next(c.phrase for c in conds if pick in c.groups)
     why = (
-        f"With {setting_label(pick)} {conds[0].phrase} waits {wait_ms(pick):.3g} ms a step "
+        f"With {setting_label(pick)} {phrase} waits {wait_ms(pick):.3g} ms a step "
         f"for data ({keys.FED if is_fed(pick) else keys.STARVED}): the step runs on the "
         "device, so the loader has the CPU to itself."
     )
