@@ -3,6 +3,8 @@ settings whatever their start method."""
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from loaderbench.config import ConfigError, LoaderConfig
 from loaderbench.data import TransformedDataset, build_loader, plan_loader
 from loaderbench.data.faults import LoaderFailure, explain_loader_error
 from loaderbench.data.preflight import check_shared_memory, sample_bytes, shm_free_bytes
+from loaderbench.devices import configure_determinism
 from loaderbench.experiment import Launch, run
 from tests.helpers import compose_config
 from tests.user_datasets import WorkerFlags
@@ -68,10 +71,16 @@ def test_sharing_strategy_is_recorded_and_dropped_without_workers():
 
 
 def test_spawned_workers_get_the_runs_determinism_and_sharing_strategy():
-    # One spawned worker checks it: a second one costs another torch import. The dataset lives in
-    # a light module: a spawned worker imports the module of every class it unpickles.
-    p = plan(num_workers=1, multiprocessing_context="spawn", sharing_strategy="file_system")
+    """A spawned worker starts with torch's defaults; the worker_init_fn sets the run's. A forked
+    worker checks that here at a fraction of a spawn's cost (~5 s: it imports torch again): the
+    main process is put back to torch's defaults before the fork, so the worker sees only what
+    worker_init_fn set. The slow sweeps run spawned workers for real."""
+    p = plan(num_workers=1, multiprocessing_context="fork", sharing_strategy="file_system")
     loader = build_loader(TransformedDataset(WorkerFlags(), None, 0), p, seed=0, deterministic=True)
+    shipped = pickle.loads(pickle.dumps(loader.worker_init_fn))  # what a spawned worker gets
+    assert (shipped.deterministic, shipped.sharing_strategy) == (True, "file_system")
+    torch.multiprocessing.set_sharing_strategy("file_descriptor")  # what a fresh process has
+    configure_determinism(False, CPU)
     try:
         flags = torch.cat([batch[0] for batch in loader])
     finally:
@@ -94,11 +103,11 @@ def test_a_stall_past_the_timeout_says_what_to_raise(tmp_path):
     overrides = [
         "dataset=imagefolder",
         f"dataset.root={_folder(tmp_path / 'imgs')}",
-        # Every read takes 1 s (the main process reads one sample to size the batches): the
-        # worker stalls past the timeout on its first batch.
-        "dataset.read_latency_ms=1000",
+        # Every read takes 0.4 s (the main process reads one sample to size the batches): the
+        # worker stalls past the timeout on its first batch, of two reads.
+        "dataset.read_latency_ms=400",
         "loader.num_workers=1",
-        "loader.timeout=0.25",
+        "loader.timeout=0.1",
         "loader.batch_size=2",
         "bench.mode=loader_only",
         "trainer.epochs=1",
@@ -107,7 +116,7 @@ def test_a_stall_past_the_timeout_says_what_to_raise(tmp_path):
     ]
     with pytest.raises(
         LoaderFailure,
-        match=r"epoch 0, after 0 batches had arrived\) took longer than loader.timeout=0.25 s",
+        match=r"epoch 0, after 0 batches had arrived\) took longer than loader.timeout=0.1 s",
     ):
         run(compose_config(overrides))
 

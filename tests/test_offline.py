@@ -71,6 +71,7 @@ def test_a_refused_connection_counts_as_unreachable_and_a_bad_request_does_not(
     assert not store.is_unreachable(bad.value)
 
 
+@pytest.mark.slow  # a real server: ~10 s to start
 def test_the_tracker_keeps_the_run_when_the_server_stops_answering(
     tmp_path, monkeypatch, sqlite_template
 ):

@@ -55,16 +55,21 @@ def reference_batches() -> list[tuple]:
     "overrides",
     [
         ["loader.num_workers=2", "loader.multiprocessing_context=fork"],
-        # One spawned worker checks the start method (a spawn costs seconds here); persistent:
-        # it is spawned once, not per epoch.
-        [
-            "loader.num_workers=1",
-            "loader.multiprocessing_context=spawn",
-            "loader.persistent_workers=true",
-        ],
+        # One spawned worker checks the start method; persistent: it is spawned once, not per
+        # epoch. A spawn imports torch again (~5 s here): slow, beside the sweep that trains
+        # under spawn.
+        pytest.param(
+            [
+                "loader.num_workers=1",
+                "loader.multiprocessing_context=spawn",
+                "loader.persistent_workers=true",
+            ],
+            marks=pytest.mark.slow,
+            id="w1-spawn-persist",
+        ),
         ["loader.num_workers=2", "loader.persistent_workers=true", "loader.prefetch_factor=4"],
     ],
-    ids=["w2-fork", "w1-spawn-persist", "w2-persist-pf4"],
+    ids=["w2-fork", None, "w2-persist-pf4"],
 )
 def test_loader_settings_do_not_change_the_batches(small_cfg, reference_batches, overrides):
     """Training sees what the loader delivers: the same batches, bit for bit, in the same order
