@@ -11,7 +11,7 @@ the classes here are torchvision's, with ``make_params`` (and the coin flip of t
 
 Their draws are torchvision 0.29's, call for call, from a generator seeded as the global one
 was: the same seed gives the same pixels as stock torchvision under ``fork_rng`` + reseed
-(tests/test_threads.py checks it), so histories recorded before stay reproducible. Outside
+(tests/data/test_threads.py checks it), so histories recorded before stay reproducible. Outside
 ``drawing_from`` (a preset used in a user's own loop) they draw from the global generator,
 as stock torchvision does.
 """

@@ -16,7 +16,7 @@ import pytest
 
 from loaderbench import keys
 from tests.helpers import ROOT
-from tests.test_imagefolder_faults import image_folder
+from tests.data.test_imagefolder_faults import image_folder
 
 pytestmark = pytest.mark.slow
 RUN = [
