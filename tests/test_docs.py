@@ -152,6 +152,20 @@ def test_docs_prose_is_wrapped():
     assert [line for page in sorted(DOCS.rglob("*.md")) for line in long_prose(page)] == []
 
 
+_PLACEHOLDER = re.compile(r"^\s*[A-Z][A-Z0-9]*_[A-Z0-9_]+\s*$")  # MEASURED_FEED, TABLE_X
+
+
+def test_no_page_holds_a_placeholder_for_its_figures():
+    """A table still to be measured is a line like TABLE_BACKENDS; it must not land."""
+    found = [
+        f"{page.name}:{number}: {line.strip()}"
+        for page in [README, *sorted(DOCS.rglob("*.md"))]
+        for number, line in outside_code(page.read_text(encoding="utf-8"))
+        if _PLACEHOLDER.match(line)
+    ]
+    assert found == []
+
+
 def test_readme_indexes_every_docs_page():
     linked = {(README.parent / t.partition("#")[0]).resolve() for _, t in links(README)}
     pages = {p.resolve() for p in DOCS.rglob("*.md") if p.name != "index.md"}
