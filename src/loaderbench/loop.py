@@ -112,56 +112,39 @@ def iterate_loader(
     max_batches: int | None = None,
     progress: Progress | None = None,
     ids: SampleIds | None = None,
+    step: Step | None = None,
 ) -> EpochStats:
     """The loader's ceiling: fetch every batch and move it to the device, no model.
 
     The copy is the "touch": it reads every byte (and, from pinned memory, is the transfer a
-    training step would make), so lazily produced data cannot look free.
+    training step would make), so lazily produced data cannot look free. With ``step``, each
+    batch is then followed by an emulated step of T (:mod:`loaderbench.emulated`): the loader
+    feeds an accelerator this machine may not have. The window edges drain the queued steps,
+    so the epoch's wall time includes them.
     """
     stats = EpochStats(epoch=epoch)
     start = time.perf_counter()
     batches = TimedBatches(
-        loader, device, stats, warmup_batches=warmup_batches, max_batches=max_batches
-    )
-    for batch in batches:
-        _to_device(batch, device, channels_last=False)
-        if ids is not None:
-            ids.add(batch)
-        if progress is not None:
-            progress.update(stats, start)
-    return stats if ids is None else ids.fill(stats)
-
-
-def emulate_epoch(
-    loader: Iterable,
-    device: torch.device,
-    step: Step,
-    *,
-    epoch: int,
-    warmup_batches: int = 0,
-    max_batches: int | None = None,
-    progress: Progress | None = None,
-    ids: SampleIds | None = None,
-) -> EpochStats:
-    """Every batch to the device as in training, then an emulated step of T
-    (:mod:`loaderbench.emulated`): the loader feeds an accelerator this machine may not have.
-    The window edges drain the queued steps, so the epoch's wall time includes them."""
-    stats = EpochStats(epoch=epoch)
-    start = time.perf_counter()
-    batches = TimedBatches(
         loader, device, stats, warmup_batches=warmup_batches, max_batches=max_batches,
-        sync=step.drain,
+        sync=step.drain if step is not None else None,
     )  # fmt: skip
     for batch in batches:
         _to_device(batch, device, channels_last=False)
-        step(batch_size_of(batch))
+        if step is not None:
+            step(batch_size_of(batch))
         if ids is not None:
             ids.add(batch)
         if progress is not None:
             progress.update(stats, start)
-    # waits[i] came before step i + 2; the first step after the warm-up's drain waited for it
-    stats.step_waits = step.take_waits()[warmup_batches:]
+    if step is not None:
+        # waits[i] came before step i + 2; the first step after the warm-up's drain waited for it
+        stats.step_waits = step.take_waits()[warmup_batches:]
     return stats if ids is None else ids.fill(stats)
+
+
+def emulate_epoch(loader: Iterable, device: torch.device, step: Step, **kw: Any) -> EpochStats:
+    """:func:`iterate_loader` with an emulated step after every batch."""
+    return iterate_loader(loader, device, step=step, **kw)
 
 
 def train_cached_batch(

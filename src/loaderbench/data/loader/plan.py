@@ -115,22 +115,13 @@ def plan_loader(cfg: LoaderConfig, *, device: torch.device) -> LoaderPlan:
     if plan.backend == keys.THREADS:
         _plan_threads(plan)
     if cfg.num_workers == 0:
-        no_workers = "num_workers=0 loads in the main process"
-        if cfg.prefetch_factor is not None:
-            plan.prefetch_factor = None
-            plan.reasons["prefetch_factor"] = f"{no_workers}: nothing is prefetched"
-        if cfg.persistent_workers:
-            plan.persistent_workers = False
-            plan.reasons["persistent_workers"] = f"{no_workers}: there are no workers to keep"
-        if cfg.multiprocessing_context is not None:
-            plan.multiprocessing_context = None
-            plan.reasons["multiprocessing_context"] = f"{no_workers}: no process is started"
-        if cfg.timeout:
-            plan.timeout = 0.0
-            plan.reasons["timeout"] = f"{no_workers}: torch ignores the timeout"
-        if cfg.sharing_strategy is not None:
-            plan.sharing_strategy = None
-            plan.reasons["sharing_strategy"] = f"{no_workers}: nothing is shared"
+        _set_unused(plan, "num_workers=0 loads in the main process", {
+            "prefetch_factor": (None, "nothing is prefetched"),
+            "persistent_workers": (False, "there are no workers to keep"),
+            "multiprocessing_context": (None, "no process is started"),
+            "timeout": (0.0, "torch ignores the timeout"),
+            "sharing_strategy": (None, "nothing is shared"),
+        })  # fmt: skip
     if cfg.pin_memory and device.type not in ("cuda", "xpu", "mps"):
         plan.pin_memory = False
         plan.reasons["pin_memory"] = (
@@ -181,18 +172,22 @@ def _plan_threads(plan: LoaderPlan) -> None:
             "num_workers=0 does just that"
         )
         return
-    threads = "loader threads run in this process"
-    if plan.multiprocessing_context is not None:
-        plan.multiprocessing_context = None
-        plan.reasons["multiprocessing_context"] = f"{threads}: no process is started"
-    if plan.persistent_workers:
-        plan.persistent_workers = False
-        plan.reasons["persistent_workers"] = (
-            f"{threads}: an epoch's threads start in milliseconds, and nothing is re-imported"
-        )
-    if plan.sharing_strategy is not None:
-        plan.sharing_strategy = None
-        plan.reasons["sharing_strategy"] = f"{threads}: batches stay in its memory, none is shared"
+    _set_unused(plan, "loader threads run in this process", {
+        "multiprocessing_context": (None, "no process is started"),
+        "persistent_workers": (
+            False, "an epoch's threads start in milliseconds, and nothing is re-imported"
+        ),
+        "sharing_strategy": (None, "batches stay in its memory, none is shared"),
+    })  # fmt: skip
+
+
+def _set_unused(plan: LoaderPlan, because: str, knobs: dict[str, tuple[Any, str]]) -> None:
+    """Each knob that means nothing here back to its inert value, recorded with the reason
+    (``because: why``)."""
+    for knob, (inert, why) in knobs.items():
+        if getattr(plan, knob) != inert:
+            setattr(plan, knob, inert)
+            plan.reasons[knob] = f"{because}: {why}"
 
 
 def fit_plan(plan: LoaderPlan, dataset: Dataset) -> None:
