@@ -86,6 +86,14 @@ def _split_overrides(overrides: list[str]) -> tuple[list[str], list]:
     return groups, values
 
 
+def job_env(**extra: str) -> dict[str, str]:
+    """The environment of a job a test starts in a subprocess: this process's, less what
+    would send its runs elsewhere (a tracking URI, a sweep's parent run and swept keys); the
+    test names its own store on the command line."""
+    drop = ("MLFLOW_TRACKING_URI", keys.PARENT_ENV, keys.SWEPT_ENV)
+    return {k: v for k, v in os.environ.items() if k not in drop} | extra
+
+
 def run_in_memory(cfg: DictConfig, launch=None, *, finite: bool = False):
     """Run one job with an in-memory tracker, assert it FINISHED (and, with ``finite``, that
     every metric it logged is a finite number); return the tracker."""

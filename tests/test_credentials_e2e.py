@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from loaderbench import keys
-from tests.helpers import ROOT, MlflowServer
+from tests.helpers import ROOT, MlflowServer, job_env
 
 pytestmark = pytest.mark.slow
 PASSWORD = "Loaderbench-Pw-1234"  # basic-auth wants 12 characters or more
@@ -37,9 +36,8 @@ def server(tmp_path_factory):
 
 
 def _env(**extra: str) -> dict[str, str]:
-    drop = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    env = {k: v for k, v in os.environ.items() if k not in (*drop, keys.PARENT_ENV)}
-    return env | extra
+    credentials = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    return {k: v for k, v in job_env(**extra).items() if k not in credentials}
 
 
 OUTPUTS: list[str] = []  # every line any command printed: grepped for the password at the end

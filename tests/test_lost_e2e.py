@@ -14,7 +14,7 @@ import time
 import pytest
 
 from loaderbench import keys, store
-from tests.helpers import ROOT
+from tests.helpers import ROOT, job_env
 
 pytestmark = pytest.mark.slow
 TINY = [
@@ -25,14 +25,9 @@ TINY = [
 ]
 
 
-def _env() -> dict[str, str]:
-    drop = ("MLFLOW_TRACKING_URI", keys.PARENT_ENV, keys.SWEPT_ENV)
-    return {k: v for k, v in os.environ.items() if k not in drop}
-
-
 def _python(args: list[str], cwd, timeout: float = 300) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=_env(), capture_output=True, text=True,
+        [sys.executable, *args], cwd=cwd, env=job_env(), capture_output=True, text=True,
         timeout=timeout,
     )  # fmt: skip
     print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
@@ -47,7 +42,7 @@ def test_a_sweep_killed_by_sigkill_is_found_lost_by_the_next_run(tmp_path):
         f"mlflow.tracking_uri={uri}", f"hydra.sweep.dir={tmp_path}/sweep",
     ]  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, *sweep], cwd=tmp_path, env=_env(), start_new_session=True,
+        [sys.executable, *sweep], cwd=tmp_path, env=job_env(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     client, victim = None, None

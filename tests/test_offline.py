@@ -4,7 +4,6 @@ store, and (slow) a real `mlflow server` stopped under a running job and brought
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import pytest
 
 from loaderbench import keys, offline, store
 from loaderbench.tracking import MlflowTracker
-from tests.helpers import ROOT, Cut, MlflowServer, free_port
+from tests.helpers import ROOT, Cut, MlflowServer, free_port, job_env
 
 
 def _journal(uri: str) -> offline.Journal:
@@ -102,7 +101,7 @@ def test_the_tracker_keeps_the_run_when_the_server_stops_answering(
 @pytest.mark.slow
 def test_a_job_whose_server_goes_away_mid_run_finishes_and_uploads_later(tmp_path):
     server = MlflowServer(tmp_path / "server").start()
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", keys.PARENT_ENV)}
+    env = job_env()
     env |= {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0"}
     job_dir, epochs = tmp_path / "job", 12
     cmd = [

@@ -7,7 +7,6 @@ Augmentation is on and there are two epochs throughout: the random crop of a sam
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -21,6 +20,7 @@ from tests.helpers import (
     ROOT,
     SMALL,
     compose_config,
+    job_env,
     load_script,
     loader_batches,
     run_in_memory,
@@ -159,7 +159,7 @@ def test_unreproducible_runs_are_a_one_line_error(sqlite_uri, tmp_path, capsys):
 @pytest.mark.slow
 def test_sweep_over_workers_and_start_methods_is_identical_and_reproducible(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", keys.PARENT_ENV)}
+    env = job_env()
     cmd = [
         sys.executable, "run.py", "-m", "loader.num_workers=0,2",
         "loader.multiprocessing_context=fork,spawn", "transforms=augment", "trainer.epochs=2",

@@ -18,7 +18,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from loaderbench import keys, store
-from tests.helpers import ROOT, SMALL, still_running
+from tests.helpers import ROOT, SMALL, job_env, still_running
 
 TINY = [
     "dataset.size=128",
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 def run_cli(
     args: list[str], tmp: Path, uri: str, timeout: float = 900
 ) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = job_env()
     cmd = [
         sys.executable,
         "run.py",
@@ -224,7 +224,7 @@ def test_single_run_bad_input_fails_fast_with_one_line(tmp_path, override):
 )
 def test_a_stop_signal_leaves_runs_killed_no_workers_and_no_traceback(tmp_path, signum, whom):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = job_env()
     cmd = [
         sys.executable,
         "run.py",
@@ -286,7 +286,7 @@ def test_a_launched_job_stopped_by_sigterm_is_killed_and_the_sweep_goes_on(tmp_p
     period); submitit ignores it in its jobs. Here with submitit_local, whose jobs are the same
     submitit job processes: one job gets SIGTERM mid-epoch."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = job_env()
     cmd = [
         sys.executable, "run.py", "-m", "hydra/launcher=submitit_local",
         "loader.num_workers=2,0", "dataset.size=4096", "dataset.image_size=32",
@@ -334,7 +334,7 @@ def test_a_sweep_over_a_config_group_names_each_run_by_its_option(tmp_path):
     """`-m transforms=none,basic`: the group's options carry no `name`, and each child is
     named by the option Hydra chose, not after the group."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = job_env()
     cmd = [
         sys.executable, "run.py", "-m", "transforms=none,basic", *SMALL,
         f"mlflow.tracking_uri={uri}", f"hydra.sweep.dir={tmp_path}/sweep",

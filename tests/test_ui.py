@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from loaderbench import keys, store, ui
-from tests.helpers import ROOT, MlflowServer
+from tests.helpers import ROOT, MlflowServer, job_env
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -42,7 +42,7 @@ def browse(url: str, screenshot: Path | None = None) -> str:
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium)")
 def test_the_printed_links_show_the_answer_in_the_mlflow_ui(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", keys.PARENT_ENV)}
+    env = job_env()
     proc = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), "-m", "loader.num_workers=0,2",
          "dataset.size=256", "dataset.val_size=64", "dataset.image_size=32",

@@ -3,14 +3,12 @@ a run with a relative path reproduced from another directory."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
-from loaderbench import keys
-from tests.helpers import ROOT
+from tests.helpers import ROOT, job_env
 
 pytestmark = pytest.mark.slow
 TINY = [
@@ -20,11 +18,6 @@ TINY = [
     "trainer.epochs=1",
     "trainer.progress=false",
 ]
-
-
-def _env() -> dict[str, str]:
-    drop = ("MLFLOW_TRACKING_URI", keys.PARENT_ENV, keys.SWEPT_ENV)
-    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
 def test_three_runs_at_once_on_a_new_store_all_record(tmp_path):
@@ -40,7 +33,7 @@ def test_three_runs_at_once_on_a_new_store_all_record(tmp_path):
                 f"hydra.run.dir={tmp_path}/run{i}",
             ],
             cwd=tmp_path,
-            env=_env(),
+            env=job_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -73,7 +66,7 @@ def test_a_bad_tracking_uri_is_one_line_naming_the_key(tmp_path, uri, multirun):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *sweep, *TINY, f"mlflow.tracking_uri={uri}",
          f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep"],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
     assert proc.returncode == 2, lines
@@ -97,7 +90,7 @@ def test_a_relative_root_reproduces_from_another_directory(tmp_path):
         [sys.executable, str(ROOT / "run.py"), "dataset=imagefolder", "dataset.root=imgs",
          "dataset.image_size=16", "trainer.epochs=1", "trainer.progress=false",
          "loader.batch_size=4", f"mlflow.tracking_uri={uri}", f"hydra.run.dir={tmp_path}/run"],
-        cwd=launch, env=_env(), capture_output=True, text=True, timeout=300,
+        cwd=launch, env=job_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     from mlflow.tracking import MlflowClient
@@ -109,7 +102,7 @@ def test_a_relative_root_reproduces_from_another_directory(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "reproduce.py"), run.info.run_id,
          "--tracking-uri", uri],
-        cwd=elsewhere, env=_env(), capture_output=True, text=True, timeout=300,
+        cwd=elsewhere, env=job_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.rstrip().endswith("match")
@@ -135,7 +128,7 @@ def test_a_small_dev_shm_gets_its_cause_and_fix_and_the_fix_runs(tmp_path):
         script = 'mount -t tmpfs -o size=16m tmpfs /dev/shm && exec "$@"'
         return subprocess.run(
             ["unshare", "-m", "sh", "-c", script, "sh", *run, *overrides],
-            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300,
+            cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=300,
         )  # fmt: skip
 
     failed = in_small_shm("loader.num_workers=2")  # 2 x 2 batches of 37 MB for 16 MB

@@ -5,7 +5,6 @@ everything, so the unreadable folder is read by ``nobody`` (``setpriv``)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -14,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from loaderbench import keys
-from tests.helpers import ROOT
 from tests.data.test_imagefolder_faults import image_folder
+from tests.helpers import ROOT, job_env
 
 pytestmark = pytest.mark.slow
 RUN = [
@@ -27,9 +25,10 @@ AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 
 def _env(home: Path) -> dict[str, str]:
-    drop = ("MLFLOW_TRACKING_URI", keys.PARENT_ENV, keys.SWEPT_ENV)
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    return env | {"HOME": str(home), "MPLCONFIGDIR": str(home / "mpl")}  # nobody's: /nonexistent
+    return job_env() | {
+        "HOME": str(home),
+        "MPLCONFIGDIR": str(home / "mpl"),
+    }  # nobody's: /nonexistent
 
 
 def _run(prefix: list[str], args: list[str], cwd: Path) -> subprocess.CompletedProcess:

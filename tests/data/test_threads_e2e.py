@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from loaderbench import keys
-from tests.helpers import ROOT
+from tests.helpers import ROOT, job_env
 
 pytestmark = pytest.mark.slow
 TINY = ["dataset.image_size=16", "trainer.progress=false", "loader.batch_size=16"]
@@ -26,11 +26,6 @@ def _cli(args: list[str], tmp, uri: str, **kw) -> list[str]:
         sys.executable, "run.py", *args, *TINY, f"mlflow.tracking_uri={uri}",
         f"hydra.sweep.dir={tmp}/sweep", f"hydra.run.dir={tmp}/run",
     ]  # fmt: skip
-
-
-def _env() -> dict[str, str]:
-    drop = ("MLFLOW_TRACKING_URI", keys.PARENT_ENV, keys.SWEPT_ENV)
-    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
 def _runs(uri: str):
@@ -52,7 +47,12 @@ def test_both_backends_on_a_jpeg_folder_train_identically_and_are_compared(tmp_p
     args += ["transforms=augment", "dataset=imagefolder", f"dataset.root={folder}"]
     args += ["dataset.image_size=16", "trainer.epochs=2"]
     proc = subprocess.run(
-        _cli(args, tmp_path, uri), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900
+        _cli(args, tmp_path, uri),
+        cwd=ROOT,
+        env=job_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     print(proc.stdout[-4000:], proc.stderr[-4000:])
     assert proc.returncode == 0
@@ -68,7 +68,7 @@ def test_sigterm_mid_epoch_under_threads_leaves_the_run_killed_and_nothing_runni
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = ["loader.backend=threads", "loader.num_workers=2", "dataset.size=100000"]
     proc = subprocess.Popen(
-        _cli(args, tmp_path, uri), cwd=ROOT, env=_env(), start_new_session=True,
+        _cli(args, tmp_path, uri), cwd=ROOT, env=job_env(), start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     deadline = time.time() + 180
@@ -98,7 +98,12 @@ def test_a_thread_stuck_past_its_job_ends_the_in_process_sweep_with_one_line(tmp
     args += ["dataset.size=null", "dataset.val_size=8", "loader.backend=threads"]
     args += ["loader.num_workers=1", "loader.timeout=1", "trainer.epochs=1"]
     proc = subprocess.run(
-        _cli(args, tmp_path, uri), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
+        _cli(args, tmp_path, uri),
+        cwd=ROOT,
+        env=job_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     print(proc.stdout[-4000:], proc.stderr[-4000:])
     assert proc.returncode == 1

@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from loaderbench import keys
-from tests.helpers import ROOT, run_in_memory, still_running
+from tests.helpers import ROOT, job_env, run_in_memory, still_running
 
 pytestmark = pytest.mark.slow
 TINY = [  # 129 samples: 2 ranks share 130, one padded
@@ -34,7 +34,7 @@ LONG = ["dataset.size=20000", "dataset.image_size=32", "trainer.epochs=1", "trai
 
 
 def cli(args: list[str], tmp: Path, **kwargs) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", keys.PARENT_ENV)}
+    env = job_env()
     cmd = [
         sys.executable, "run.py", *args, f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db",
         f"hydra.sweep.dir={tmp}/sweep", f"hydra.run.dir={tmp}/run",
