@@ -28,6 +28,15 @@ def _cli(args: list[str], tmp, uri: str, **kw) -> list[str]:
     ]  # fmt: skip
 
 
+def _run(args: list[str], tmp, uri: str, timeout: float) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        _cli(args, tmp, uri), cwd=ROOT, env=job_env(), capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+    print(proc.stdout[-4000:], proc.stderr[-4000:])  # shown when the test fails
+    return proc
+
+
 def _runs(uri: str):
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("loaderbench")
@@ -46,15 +55,7 @@ def test_both_backends_on_a_jpeg_folder_train_identically_and_are_compared(tmp_p
     args = ["-m", "loader.backend=dataloader,threads", "loader.num_workers=2"]
     args += ["transforms=augment", "dataset=imagefolder", f"dataset.root={folder}"]
     args += ["dataset.image_size=16", "trainer.epochs=2"]
-    proc = subprocess.run(
-        _cli(args, tmp_path, uri),
-        cwd=ROOT,
-        env=job_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    print(proc.stdout[-4000:], proc.stderr[-4000:])
+    proc = _run(args, tmp_path, uri, timeout=900)
     assert proc.returncode == 0
     (parent,), children = _runs(uri)
     assert sorted(c.info.run_name for c in children) == ["t2", "w2"]
@@ -97,15 +98,7 @@ def test_a_thread_stuck_past_its_job_ends_the_in_process_sweep_with_one_line(tmp
     args = ["-m", "seed=0,1", "dataset=custom", "dataset.target=tests.user_datasets.Blocks"]
     args += ["dataset.size=null", "dataset.val_size=8", "loader.backend=threads"]
     args += ["loader.num_workers=1", "loader.timeout=1", "trainer.epochs=1"]
-    proc = subprocess.run(
-        _cli(args, tmp_path, uri),
-        cwd=ROOT,
-        env=job_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    print(proc.stdout[-4000:], proc.stderr[-4000:])
+    proc = _run(args, tmp_path, uri, timeout=600)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: 1 loader thread(s) stuck in __getitem__")
