@@ -94,6 +94,27 @@ def job_env(**extra: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in drop} | extra
 
 
+def run_mid_epoch(uri: str, proc: subprocess.Popen, query: str, *, each=None, timeout=300):
+    """The first run matching ``query`` that has logged a metric (its first epoch is recorded:
+    it is mid-run) in the store at ``uri`` that the job ``proc`` creates; None if the job ends
+    or ``timeout`` seconds pass first. ``each()`` is called at every look."""
+    from loaderbench import store
+
+    db, client = Path(uri.removeprefix("sqlite:///")), None
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if each is not None:
+            each()
+        if client is None and db.exists():
+            client = store.open_store(uri)  # under the lock of a store being created
+        if client is not None and (exp := client.get_experiment_by_name("loaderbench")):
+            for run in client.search_runs([exp.experiment_id], query):
+                if run.data.metrics:
+                    return run
+        time.sleep(0.5)
+    return None
+
+
 def run_in_memory(cfg: DictConfig, launch=None, *, finite: bool = False):
     """Run one job with an in-memory tracker, assert it FINISHED (and, with ``finite``, that
     every metric it logged is a finite number); return the tracker."""

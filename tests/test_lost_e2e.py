@@ -9,12 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from loaderbench import keys, store
-from tests.helpers import ROOT, job_env
+from tests.helpers import ROOT, job_env, run_mid_epoch
 
 pytestmark = pytest.mark.slow
 TINY = [
@@ -45,18 +44,10 @@ def test_a_sweep_killed_by_sigkill_is_found_lost_by_the_next_run(tmp_path):
         [sys.executable, *sweep], cwd=tmp_path, env=job_env(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    client, victim = None, None
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and victim is None:
-        if client is None and (tmp_path / "mlflow.db").exists():
-            client = store.open_store(uri)  # under the lock of a store being created
-        if client is not None and (exp := client.get_experiment_by_name("loaderbench")):
-            query = "params.`trainer.epochs` = '1000' and attributes.status = 'RUNNING'"
-            for run in client.search_runs([exp.experiment_id], query):
-                if run.data.metrics:  # mid-run: its first epoch is recorded
-                    victim = run
-        time.sleep(0.5)
+    query = "params.`trainer.epochs` = '1000' and attributes.status = 'RUNNING'"
+    victim = run_mid_epoch(uri, proc, query)
     assert victim is not None, "the long job was never seen running"
+    client = store.open_store(uri)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     parent_id = victim.data.tags[keys.PARENT_TAG]

@@ -17,8 +17,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from loaderbench import keys, store
-from tests.helpers import ROOT, SMALL, job_env, still_running
+from loaderbench import keys
+from tests.helpers import ROOT, SMALL, job_env, run_mid_epoch, still_running
 
 TINY = [
     "dataset.size=128",
@@ -297,20 +297,15 @@ def test_a_launched_job_stopped_by_sigterm_is_killed_and_the_sweep_goes_on(tmp_p
         cmd, cwd=ROOT, env=env, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    client, job, seen = None, None, set()
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and job is None:
+    seen: set[int] = set()
+
+    def gather() -> None:
         with contextlib.suppress(psutil.Error):  # a process that ended meanwhile
-            seen |= {k.pid for k in psutil.Process(proc.pid).children(recursive=True)}
-        if client is None and (tmp_path / "mlflow.db").exists():
-            client = store.open_store(uri)  # under the lock of a store being created
-        if client is not None and (exp := client.get_experiment_by_name("loaderbench")):
-            query = "tags.`mlflow.parentRunId` != '' and attributes.status = 'RUNNING'"
-            for run in client.search_runs([exp.experiment_id], query):
-                if run.data.metrics:  # mid-run: its first epoch is recorded
-                    job = int(run.data.tags[keys.JOB_ID_TAG])  # submitit_local: the job's pid
-                    break
-        time.sleep(0.5)
+            seen.update(k.pid for k in psutil.Process(proc.pid).children(recursive=True))
+
+    query = "tags.`mlflow.parentRunId` != '' and attributes.status = 'RUNNING'"
+    run = run_mid_epoch(uri, proc, query, each=gather)
+    job = None if run is None else int(run.data.tags[keys.JOB_ID_TAG])  # submitit_local: its pid
     assert job is not None, "no job was seen running"
     os.kill(job, signal.SIGTERM)  # as Slurm signals a job: submitit forwards it to the task
     out, _ = proc.communicate(timeout=600)
