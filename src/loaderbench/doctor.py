@@ -21,7 +21,7 @@ import sys
 import time
 
 from loaderbench import lost, store
-from loaderbench.tracking_uri import redact
+from loaderbench.tracking_uri import add_tracking_uri_option, redact
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         description="End KILLED the runs left RUNNING by a process that died (kill -9, the OOM "
         "killer, a dead node).",
     )
-    parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or outputs/mlflow.db")
+    add_tracking_uri_option(parser)
     parser.add_argument("--dry-run", action="store_true", help="list what it would change, only")
     parser.add_argument(
         "--heartbeat-limit",

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loaderbench import keys, store, trust
+from loaderbench.tracking_uri import add_tracking_uri_option
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "losses repeat exactly.",
     )
     parser.add_argument("run_id", help="a run id, or a sweep's parent run id")
-    parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or outputs/mlflow.db")
+    add_tracking_uri_option(parser)
     parser.add_argument(
         "--trust",
         action="store_true",

@@ -12,6 +12,7 @@ which nothing here records. Nothing in this module imports mlflow.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import os
 import re
@@ -94,6 +95,11 @@ def check_command_line(argv: Sequence[str], environ: Mapping[str, str] = os.envi
 
 
 # --- where the store is ---------------------------------------------------------------------
+def add_tracking_uri_option(parser: argparse.ArgumentParser) -> None:
+    """``--tracking-uri`` of a command that reads a store (report, reproduce, doctor)."""
+    parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or outputs/mlflow.db")
+
+
 def default_tracking_uri(launch_dir: str | os.PathLike) -> str:
     return SQLITE + str(Path(launch_dir).resolve() / "outputs" / "mlflow.db")
 

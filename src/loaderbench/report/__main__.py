@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from loaderbench import report, store
+from loaderbench.tracking_uri import add_tracking_uri_option
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m loaderbench.report", description=__doc__.split("\n")[0]
     )
     parser.add_argument("run_id", nargs="?", help="the sweep's parent run id (default: latest)")
-    parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or outputs/mlflow.db")
+    add_tracking_uri_option(parser)
     parser.add_argument("--out", type=Path, help="default: outputs/reports/<parent run id>")
     parser.add_argument("--no-publish", action="store_true", help="do not log to the parent run")
     args = parser.parse_args(argv)
