@@ -21,6 +21,7 @@ user writes one). Prints one JSON line: per-epoch samples/s.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import time
@@ -186,7 +187,11 @@ def main(argv: list[str] | None = None) -> None:
                 for x, _y in DataLoader(val, batch_size=a.batch_size, num_workers=a.num_workers):
                     model(x)
     steady = statistics.median(per_epoch[1:] or per_epoch)
-    print(json.dumps({"samples_per_s": per_epoch, "steady_samples_per_s": steady}))
+    print(json.dumps({"samples_per_s": per_epoch, "steady_samples_per_s": steady}), flush=True)
+    # The thread pipelines' threads end here, while the interpreter is whole: left to its exit,
+    # torchdata's (still winding down from the last epoch) once aborted the process (SIGABRT).
+    del loader
+    gc.collect()
 
 
 if __name__ == "__main__":

@@ -118,8 +118,13 @@ def loaderbench_job(overrides: list[str], tmp: Path, n: int) -> dict[str, float]
 
 def bare_job(args: list[str]) -> float:
     cmd = [sys.executable, str(ROOT / "scripts" / "bare_loop.py"), *args]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=_env()).stdout
-    return json.loads(out.strip().splitlines()[-1])["steady_samples_per_s"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:  # it never measured: the error, as is
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    if proc.returncode:  # its figure was printed, then the process died on its way out
+        print(f"  (bare loop exited {proc.returncode} after its figure)", file=sys.stderr)
+    return json.loads(lines[-1])["steady_samples_per_s"]
 
 
 def measure(name: str, rounds: int, tmp: Path, work: dict) -> tuple:
