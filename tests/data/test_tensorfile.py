@@ -55,8 +55,9 @@ def histories(small_cfg, *overrides: str) -> tracking.InMemoryTracker:
 def test_storage_changes_where_the_data_lives_not_what_is_trained(small_cfg, tmp_path):
     memory = histories(small_cfg)
     mapped = histories(
-        small_cfg, "dataset.storage=mmap", f"dataset.cache_dir={tmp_path}", "loader.num_workers=2"
-    )
+        small_cfg, "dataset.storage=mmap", f"dataset.cache_dir={tmp_path}", "loader.num_workers=2",
+        "bench.memory_interval_s=0.02",  # the workers live a fraction of a second here
+    )  # fmt: skip
     for key in (keys.LOSS_TRAIN, keys.ACC_VAL):
         assert mapped.metrics[key] == memory.metrics[key]
     assert mapped.tags[keys.EXACTLY_ONCE_TAG] == keys.EXACTLY_ONCE_OK
