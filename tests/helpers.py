@@ -57,7 +57,7 @@ def compose_config(overrides: list[str] = ()) -> DictConfig:
         cfg = copy.deepcopy(_compose_groups(tuple(groups)))
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
         return cfg
-    except Exception:  # noqa: BLE001: composed again below, for Hydra's own error or config
+    except Exception:  # composed again below: Hydra's own error, or its config
         return _compose(list(overrides))
 
 
