@@ -36,8 +36,9 @@ def server(tmp_path_factory):
 
 
 def _env(**extra: str) -> dict[str, str]:
+    """This process's credentials never reach the job; the test's own (``extra``) do."""
     credentials = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    return {k: v for k, v in job_env(**extra).items() if k not in credentials}
+    return {k: v for k, v in job_env().items() if k not in credentials} | extra
 
 
 OUTPUTS: list[str] = []  # every line any command printed: grepped for the password at the end
