@@ -50,6 +50,12 @@ def shared():
     anyone, and a working folder it may write to."""
     if shutil.which("setpriv") is None:
         pytest.skip("needs setpriv (util-linux) to read as an unprivileged user")
+    probe = [*AS_NOBODY, sys.executable, "-c", f"open({str(ROOT / 'run.py')!r})"]
+    if subprocess.run(probe, capture_output=True, cwd="/").returncode != 0:
+        pytest.skip(
+            f"nobody cannot run {sys.executable} or read {ROOT}: a checkout in a folder "
+            "only its owner may enter (mktemp -d makes one); clone it where others can read"
+        )
     folder = Path(tempfile.mkdtemp(prefix="lb-unreadable-"))
     folder.chmod(0o755)
     work = folder / "work"
