@@ -44,12 +44,18 @@ class LoaderConfig:
             raise ConfigError(
                 f"loader.backend={lc.backend}: choose one of {', '.join(keys.LOADER_BACKENDS)}"
             )
-        need = keys.BACKEND_LIBRARIES.get(lc.backend)
-        if need and importlib.util.find_spec(need) is None:
-            raise ConfigError(
-                f"loader.backend={lc.backend}: needs {need}, which is not installed here; "
-                f"pip install 'loaderbench[{keys.THREADS_EXTRA}]' (or loader.backend=dataloader)"
-            )
+        if missing := _missing_library(lc.backend, "loader.backend=dataloader"):
+            raise ConfigError(f"loader.backend={lc.backend}: needs {missing}")
+
+
+def _missing_library(backend: str, instead: str) -> str | None:
+    """The library ``backend`` loads with, where it is not installed here, and the fix (said
+    after "needs"); None where it is installed, or none is needed."""
+    need = keys.BACKEND_LIBRARIES.get(backend)
+    if need is None or importlib.util.find_spec(need) is not None:
+        return None
+    extra = f"pip install 'loaderbench[{keys.THREADS_EXTRA}]'"
+    return f"{need}, which is not installed here; {extra} (or {instead})"
 
 
 @dataclass
@@ -197,12 +203,8 @@ class TuneConfig:
         if t.cost_share is not None and not 0 < t.cost_share <= 1:
             why = "a share of the grid's cost, in (0, 1], or null for no cap"
             raise ConfigError(f"tune.cost_share={t.cost_share}: {why}")
-        need = keys.BACKEND_LIBRARIES[keys.THREADS]
-        if t.backends and importlib.util.find_spec(need) is None:
-            raise ConfigError(
-                f"tune.backends=true: loader threads need {need}, which is not installed here; "
-                f"pip install 'loaderbench[{keys.THREADS_EXTRA}]' (or tune.backends=false)"
-            )
+        if t.backends and (missing := _missing_library(keys.THREADS, "tune.backends=false")):
+            raise ConfigError(f"tune.backends=true: loader threads need {missing}")
         if t.max_workers is not None and t.max_workers < 0:
             raise ConfigError(f"tune.max_workers={t.max_workers}: must be 0 or more, or null")
 

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
+from loaderbench import keys
 from loaderbench.sample_rng import drawing_from
 
 
@@ -223,7 +224,7 @@ def augmentation(dataset: Dataset, backend: str, user_class: str | None = None) 
         text = "deterministic"
     elif getattr(dataset, "seeded", False):
         text = "seeded"
-    elif backend == "threads":
+    elif backend == keys.THREADS:
         text = "not the same twice: a random transform draws from torch's global generator, "
         text += "which loader threads share (the presets draw from each sample's own)"
     else:

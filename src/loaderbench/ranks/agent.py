@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import queue
@@ -88,8 +89,8 @@ class Reports(threading.Thread):
             stats = merge(reports)
             # at most the whole split and its padding: a stream that splits itself by rank
             # says its whole length in every rank
-            padded = stats.padded_samples if stats.padded_samples == stats.padded_samples else 0
-            due = min(sum(r.due for r in reports), len(self.setup.data.train) + int(padded))
+            padded = 0 if math.isnan(stats.padded_samples) else int(stats.padded_samples)
+            due = min(sum(r.due for r in reports), len(self.setup.data.train) + padded)
             self.setup.due[stats.epoch] = due
             job.record_epoch(self.setup, self.tracker, stats, due, extra=rank_metrics(reports))
             self.epochs.append(stats)
