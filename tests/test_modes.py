@@ -11,6 +11,7 @@ import math
 from collections import Counter
 
 import pytest
+from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from loaderbench import keys, tracking
@@ -18,6 +19,7 @@ from loaderbench.config import ConfigError
 from loaderbench.data import DatasetPair
 from loaderbench.data.shapes import make_shapes
 from loaderbench.experiment import run
+from loaderbench.probe import probe_plan
 from tests.helpers import run_in_memory
 
 TRAIN_SIZE, VAL_SIZE, BATCH = 256, 64, 32  # as helpers.SMALL
@@ -140,6 +142,24 @@ def test_a_probe_reads_n_batches_an_epoch_and_projects(small_cfg, mode):
     assert (set(VAL_KEYS) <= set(t.metrics)) == (mode == "train")  # the contract's keys
     assert math.isfinite(t.last(keys.SUMMARY_PROJECTED)) and t.last(keys.SUMMARY_PROJECTED) > 0
     assert t.tags[keys.NOTE_TAG].startswith("probe: ")
+
+
+def test_a_probe_reaches_past_the_loaders_burst_and_says_why(small_cfg):
+    # 1 worker x prefetch 2: 2 batches in flight; 4 more past them make a 6-batch probe
+    cfg = small_cfg("bench.mode=loader_only", "bench.probe_batches=4", "loader.num_workers=1")
+    t = run_in_memory(cfg)
+    assert t.params["effective.probe_batches"] == 6
+    assert t.tags["effective.probe_batches.reason"] == (
+        "the loader's 2 batches in flight (its start-up burst) and 4 more"
+    )
+    assert t.last(keys.SAMPLES_PER_S) * t.last(keys.EPOCH_S) == pytest.approx(6 * BATCH)
+    # where the burst leaves no shorter probe, the probe is the whole epoch, and says so
+    bench = OmegaConf.create({"probe_batches": 4, "probe_share": 0.25})
+    assert probe_plan(bench, 8, in_flight=8) == (
+        8,
+        "the whole 8-batch epoch: the loader's 8 batches in flight (its start-up burst) and 4 more",
+    )
+    assert probe_plan(bench, 100, in_flight=0) == (4, "")  # 25 of 100 allowed: as asked
 
 
 def test_a_probe_too_short_to_project_names_the_key(small_cfg):

@@ -145,6 +145,19 @@ def test_a_probe_projects_start_up_as_measured_and_the_rest_at_its_second_half_r
     assert projected_samples_per_s([probe, probe], 1000) == pytest.approx(1000 / expected)
 
 
+def test_a_probe_projects_from_past_the_loaders_burst():
+    # 8 batches in flight (4 workers x prefetch 2): filling them beside the step makes the
+    # first 8 batches slow (0.3 s each), then the workers keep pace at 0.1 s a batch. The rest
+    # of the epoch goes at that pace; a split at the half would count two burst batches in it.
+    probe = _epoch_with_steps([0.3] * 8 + [0.1] * 4)  # 12 batches, 120 samples
+    t_burst, n_burst = probe.marks[7]
+    expected = t_burst + (1000 - n_burst) / 100
+    assert projected_samples_per_s([probe], 1000, 8) == pytest.approx(1000 / expected)
+    assert projected_samples_per_s([probe], 1000) < 0.8 * 1000 / expected
+    # one batch past the burst is no rate: nothing to project from
+    assert math.isnan(projected_samples_per_s([_epoch_with_steps([0.1] * 9)], 1000, 8))
+
+
 def test_an_uncapped_epoch_projects_to_itself_and_a_tiny_one_to_nothing():
     full = _epoch_with_steps([0.1] * 10)  # 100 samples: the whole epoch
     assert projected_samples_per_s([full], 100) == pytest.approx(100)

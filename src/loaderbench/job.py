@@ -207,7 +207,7 @@ def runner_of(setup: Setup, cfg: DictConfig, **kwargs: Any) -> EpochRunner:
         dict(
             model=s.model,
             channels_last=s.channels_last,
-            max_batches=probe_length(cfg.bench, len(s.train_loader)),
+            max_batches=probe_length(cfg.bench, len(s.train_loader), s.plan.in_flight),
             sample_ids=len(s.data.train),
             step=make_step(s.step, cfg.bench.step_sync, s.device) if s.step else None,
         )

@@ -198,19 +198,23 @@ def throughput_interval(
     return means[int(tail * resamples)], means[int((1 - tail) * resamples) - 1]
 
 
-def projected_samples_per_s(epochs: list[EpochStats], full_samples: int) -> float:
+def projected_samples_per_s(
+    epochs: list[EpochStats], full_samples: int, in_flight: int = 0
+) -> float:
     """What capped epochs (a probe, ``bench.probe_batches``) would have delivered over full
-    epochs of ``full_samples``: each epoch's first half as measured (worker start-up, the
-    prefetch burst) plus the rest at the rate of its second half, which is past both.
-    NaN when an epoch is too short to have a second half."""
+    epochs of ``full_samples``: each epoch's start as measured (worker start-up and the burst
+    that fills the loader's ``in_flight`` batches, or its first half, whichever is longer),
+    plus the rest at the rate of the batches after it, which are past both.
+    NaN when an epoch is too short to have two batches after its start."""
     seconds = 0.0
     for e in epochs:
         if e.samples >= full_samples:  # not capped: as measured
             seconds += e.epoch_s
             continue
-        if len(e.marks) < 4:
+        split = max(len(e.marks) // 2, in_flight)
+        if len(e.marks) < 4 or len(e.marks) - split < 2:
             return float("nan")
-        t_mid, n_mid = e.marks[len(e.marks) // 2 - 1]
+        t_mid, n_mid = e.marks[split - 1]
         t_end, n_end = e.marks[-1]
         if t_end <= t_mid:
             return float("nan")

@@ -46,6 +46,14 @@ class LoaderPlan:
     effective: dict[str, Any] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def in_flight(self) -> int:
+        """Batches the loader fetches ahead of the step: ``prefetch_factor`` per worker process
+        or loader thread (0 at ``num_workers=0``). An epoch's first this many batches are the
+        start-up burst, in which the workers run all at once while the step waits or shares
+        the cores with them."""
+        return self.num_workers * (self.prefetch_factor or TORCH_DEFAULT_PREFETCH)
+
 
 def _fail(key: str, value: Any, why: str, fix: str) -> ConfigError:
     return ConfigError(f"loader.{key}={value}: {why}; {fix}")
