@@ -144,20 +144,30 @@ def test_a_probe_reads_n_batches_an_epoch_and_projects(small_cfg, mode):
     assert t.tags[keys.NOTE_TAG].startswith("probe: ")
 
 
-def test_a_probe_reaches_past_the_loaders_burst_and_says_why(small_cfg):
-    # 1 worker x prefetch 2: 2 batches in flight; 4 more past them make a 6-batch probe
-    cfg = small_cfg("bench.mode=loader_only", "bench.probe_batches=4", "loader.num_workers=1")
-    t = run_in_memory(cfg)
-    assert t.params["effective.probe_batches"] == 6
-    assert t.tags["effective.probe_batches.reason"] == (
-        "the loader's 2 batches in flight (its start-up burst) and 4 more"
+def test_a_probe_spans_the_loaders_burst_and_tail_and_its_sampler_ends_it(small_cfg):
+    # 1 worker x prefetch 2: 2 batches in flight at each end and 4 between: an 8-batch probe
+    # of a 16-batch epoch, ended by the sampler (the workers run out of work as in a full epoch)
+    cfg = small_cfg(
+        "bench.mode=loader_only",
+        "bench.probe_batches=4",
+        "loader.num_workers=1",
+        "dataset.size=512",
+        "trainer.epochs=2",
     )
-    assert t.last(keys.SAMPLES_PER_S) * t.last(keys.EPOCH_S) == pytest.approx(6 * BATCH)
-    # where the burst leaves no shorter probe, the probe is the whole epoch, and says so
+    t = run_in_memory(cfg)
+    assert t.params["effective.probe_batches"] == 8
+    assert t.tags["effective.probe_batches.reason"] == (
+        "the loader's 2 batches in flight at each end (its start-up burst, its tail) and 4 between"
+    )
+    assert t.last(keys.SAMPLES_PER_S) * t.last(keys.EPOCH_S) == pytest.approx(8 * BATCH)
+    assert t.tags[keys.EXACTLY_ONCE_TAG] == keys.EXACTLY_ONCE_OK  # each of the 8 batches once
+    assert math.isfinite(t.last(keys.SUMMARY_PROJECTED))
+    # where the burst and the tail leave no shorter probe, the probe is the whole epoch
     bench = OmegaConf.create({"probe_batches": 4, "probe_share": 0.25})
-    assert probe_plan(bench, 8, in_flight=8) == (
+    assert probe_plan(bench, 8, in_flight=4) == (
         8,
-        "the whole 8-batch epoch: the loader's 8 batches in flight (its start-up burst) and 4 more",
+        "the whole 8-batch epoch: the loader's 4 batches in flight at each end (its start-up "
+        "burst, its tail) and 4 between",
     )
     assert probe_plan(bench, 100, in_flight=0) == (4, "")  # 25 of 100 allowed: as asked
 

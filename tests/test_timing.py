@@ -145,17 +145,21 @@ def test_a_probe_projects_start_up_as_measured_and_the_rest_at_its_second_half_r
     assert projected_samples_per_s([probe, probe], 1000) == pytest.approx(1000 / expected)
 
 
-def test_a_probe_projects_from_past_the_loaders_burst():
-    # 8 batches in flight (4 workers x prefetch 2): filling them beside the step makes the
-    # first 8 batches slow (0.3 s each), then the workers keep pace at 0.1 s a batch. The rest
-    # of the epoch goes at that pace; a split at the half would count two burst batches in it.
-    probe = _epoch_with_steps([0.3] * 8 + [0.1] * 4)  # 12 batches, 120 samples
-    t_burst, n_burst = probe.marks[7]
-    expected = t_burst + (1000 - n_burst) / 100
-    assert projected_samples_per_s([probe], 1000, 8) == pytest.approx(1000 / expected)
-    assert projected_samples_per_s([probe], 1000) < 0.8 * 1000 / expected
-    # one batch past the burst is no rate: nothing to project from
-    assert math.isnan(projected_samples_per_s([_epoch_with_steps([0.1] * 9)], 1000, 8))
+def test_a_probe_projects_from_between_the_loaders_burst_and_its_tail():
+    # 8 batches in flight (4 workers x prefetch 2): filling them beside the step makes the first
+    # 8 slow (0.3 s each); then the workers keep pace at 0.1 s a batch; at the end, out of work,
+    # they leave the step alone with their last 8 batches (0.05 s each). A full epoch has all
+    # three: its further batches go at the pace between.
+    probe = _epoch_with_steps([0.3] * 8 + [0.1] * 4 + [0.05] * 8)  # 20 batches, 200 samples
+    expected = probe.epoch_s + (1000 - 200) / 100
+    assert projected_samples_per_s([probe], 1000, 8, tail=True) == pytest.approx(1000 / expected)
+    # cut mid-epoch (no tail): the pace from the burst's end to the cut
+    cut = _epoch_with_steps([0.3] * 8 + [0.1] * 4)
+    expected = cut.epoch_s + (1000 - 120) / 100
+    assert projected_samples_per_s([cut], 1000, 8) == pytest.approx(1000 / expected)
+    assert projected_samples_per_s([cut], 1000) < 0.8 * 1000 / expected  # split at the half
+    # one batch between the burst and the tail is no pace: nothing to project from
+    assert math.isnan(projected_samples_per_s([_epoch_with_steps([0.1] * 17)], 1000, 8, tail=True))
 
 
 def test_an_uncapped_epoch_projects_to_itself_and_a_tiny_one_to_nothing():

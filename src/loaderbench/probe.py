@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from loaderbench.data.seeding import EpochSampler
+
 PROBE_LEAST = 4  # batches: a probe's projection needs two halves of two steps each
-PROBE_STEADY = 4  # batches a probe measures past the loader's start-up burst
+PROBE_STEADY = 4  # batches a probe measures between the loader's start-up burst and its tail
 
 
 def probe_plan(bench: Any, epoch_batches: int, in_flight: int = 0) -> tuple[int, str] | None:
@@ -15,11 +17,13 @@ def probe_plan(bench: Any, epoch_batches: int, in_flight: int = 0) -> tuple[int,
 
     ``bench.probe_batches``, at most ``bench.probe_share`` of the epoch (and at least
     :data:`PROBE_LEAST`): on a 25-batch epoch a 20-batch probe would cost nearly a full run. But
-    never shorter than the loader's start-up burst (``in_flight``: the batches it fetches ahead,
-    :attr:`~loaderbench.data.loader.plan.LoaderPlan.in_flight`) plus :data:`PROBE_STEADY`, nor
-    longer than the epoch: a probe that ends inside the burst measures the workers filling
-    their queues all at once beside the step, not the pace they keep (on 1,600 JPEGs, 7-batch
-    probes put four workers at 259 samples/s where full runs reached 433)."""
+    never shorter than the loader's batches in flight (``in_flight``,
+    :attr:`~loaderbench.data.loader.plan.LoaderPlan.in_flight`) at each end and
+    :data:`PROBE_STEADY` between them, nor longer than the epoch. An epoch starts with a burst
+    (every worker filling its queue at once beside the step) and ends with a tail (the workers
+    out of work, the step alone on what they prefetched); a probe cut inside either measures
+    that, not the pace between (on 1,600 JPEGs, 7-batch probes put four workers at 259
+    samples/s where full runs reached 433)."""
     if bench.probe_batches is None:
         return None
     batches, why = bench.probe_batches, ""
@@ -27,9 +31,12 @@ def probe_plan(bench: Any, epoch_batches: int, in_flight: int = 0) -> tuple[int,
     if share < batches:
         batches = share
         why = f"bench.probe_share={bench.probe_share} of a {epoch_batches}-batch epoch"
-    if in_flight + PROBE_STEADY > batches:
-        batches = in_flight + PROBE_STEADY
-        why = f"the loader's {in_flight} batches in flight (its start-up burst) and {PROBE_STEADY} more"
+    if 2 * in_flight + PROBE_STEADY > batches:
+        batches = 2 * in_flight + PROBE_STEADY
+        why = (
+            f"the loader's {in_flight} batches in flight at each end (its start-up burst, its "
+            f"tail) and {PROBE_STEADY} between"
+        )
     if batches > epoch_batches:
         batches, why = epoch_batches, f"the whole {epoch_batches}-batch epoch: {why}"
     return batches, why
@@ -49,3 +56,15 @@ def record_probe(plan: Any, bench: Any, epoch_batches: int) -> None:
     plan.effective["probe_batches"], why = probe
     if why:
         plan.reasons["probe_batches"] = why
+
+
+def end_epochs_early(loader: Any, batches: int) -> bool:
+    """Make each epoch of ``loader`` end after ``batches`` batches by its sampler (an
+    :class:`~loaderbench.data.seeding.EpochSampler`: every map-style loader of either backend),
+    so that a probe's epoch ends as a full one does, tail included; False where there is no
+    such sampler (a stream: its probe stops mid-epoch instead, and projects without a tail)."""
+    sampler = getattr(loader, "sampler", None)
+    if not isinstance(sampler, EpochSampler):
+        return False
+    sampler.limit = batches * loader.batch_size
+    return True

@@ -168,7 +168,7 @@ class Record:
         summary |= usage.metrics(wall_s) | {keys.SETUP_S: setup_s}
         if self.cfg.bench.probe_batches is not None:
             summary[keys.SUMMARY_PROJECTED] = projected_samples_per_s(
-                epochs, setup.epoch_samples(0), setup.plan.in_flight
+                epochs, setup.full_samples, setup.plan.in_flight, tail=setup.probe_tail
             )
         self.tracker.log_metrics(summary)
         line = summary_line(summary, setup.data, setup.device)

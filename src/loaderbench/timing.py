@@ -199,26 +199,31 @@ def throughput_interval(
 
 
 def projected_samples_per_s(
-    epochs: list[EpochStats], full_samples: int, in_flight: int = 0
+    epochs: list[EpochStats], full_samples: int, in_flight: int = 0, *, tail: bool = False
 ) -> float:
     """What capped epochs (a probe, ``bench.probe_batches``) would have delivered over full
-    epochs of ``full_samples``: each epoch's start as measured (worker start-up and the burst
-    that fills the loader's ``in_flight`` batches, or its first half, whichever is longer),
-    plus the rest at the rate of the batches after it, which are past both.
-    NaN when an epoch is too short to have two batches after its start."""
+    epochs of ``full_samples``: each epoch as measured, plus the batches a full epoch has beyond
+    it at the pace of the probe's middle, past the start (worker start-up and the burst that
+    fills the loader's ``in_flight`` batches, or the first half, whichever is longer).
+
+    With ``tail`` the probe's epoch ended as a full one does (its sampler ran out, so the workers
+    ran out of work and the step took what they had prefetched): the middle ends where that tail
+    of ``in_flight`` batches begins. Without, it was cut mid-epoch, and the middle runs to the
+    cut. NaN when an epoch is too short to have two batches in its middle."""
     seconds = 0.0
     for e in epochs:
         if e.samples >= full_samples:  # not capped: as measured
             seconds += e.epoch_s
             continue
-        split = max(len(e.marks) // 2, in_flight)
-        if len(e.marks) < 4 or len(e.marks) - split < 2:
+        n = len(e.marks)
+        first = max(in_flight, 1) if tail else max(n // 2, in_flight)
+        last = n - 1 - in_flight if tail else n - 1
+        if n < 4 or last - first < 1:
             return float("nan")
-        t_mid, n_mid = e.marks[split - 1]
-        t_end, n_end = e.marks[-1]
-        if t_end <= t_mid:
+        (t_a, n_a), (t_b, n_b) = e.marks[first - 1], e.marks[last]
+        if t_b <= t_a:
             return float("nan")
-        seconds += t_mid + (full_samples - n_mid) * (t_end - t_mid) / (n_end - n_mid)
+        seconds += e.epoch_s + (full_samples - e.samples) * (t_b - t_a) / (n_b - n_a)
     return len(epochs) * full_samples / seconds if seconds > 0 else float("nan")
 
 

@@ -132,14 +132,15 @@ class EpochSampler(Sampler):
         if rank is None or world is None:
             rank, world = rank_of_world()
         self.rank, self.world, self.even = rank, world, even
+        self.limit: int | None = None  # a probe's epoch: the first this many keys of the share
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        if self.even:
-            return -(-self.n // self.world)  # ceil: the padded share
-        return len(range(self.rank, self.n, self.world))
+        # even: ceil, the padded share
+        share = -(-self.n // self.world) if self.even else len(range(self.rank, self.n, self.world))
+        return share if self.limit is None else min(share, self.limit)
 
     @property
     def padding(self) -> int:
@@ -169,6 +170,8 @@ class EpochSampler(Sampler):
         order = self.order(epoch)
         if self.world > 1:
             order = order[self.rank :: self.world]
+        if self.limit is not None:
+            order = order[: self.limit]
         return ((epoch, i) for i in order)
 
 
