@@ -26,9 +26,9 @@ With ``tune.backends`` the workers stage also probes loader threads at each work
 an order that covers the range early: 4, 2, 1, 3 for 0–4); prefetch follows the fastest of
 either backend. The first trial is a full run of ``num_workers=0``: the reference, and what a
 full run costs. Each later trial is a *probe*: the user's job with ``bench.probe_batches``
-batches an epoch (at most ``tune.probe_share`` of it, ended by its sampler and spanning the loader's
-start-up burst and tail: :func:`loaderbench.probe.probe_plan`), ranked by its throughput projected to
-full epochs (:func:`loaderbench.timing.projected_samples_per_s`).
+batches an epoch (at most ``tune.probe_share`` of it, ended by its sampler and spanning the
+loader's start-up burst and tail: :func:`loaderbench.probe.probe_plan`), ranked by its
+throughput projected to full epochs (:func:`loaderbench.timing.projected_samples_per_s`).
 Full runs *confirm*: the best, the runner-up within ``tune.confirm_within``, the best of the
 other side of ``num_workers=0`` and of the other backend; the report's noise rule decides among
 full runs only. ``tune.trials``, ``tune.budget_s`` and ``tune.cost_share`` (of the grid's
