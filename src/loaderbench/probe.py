@@ -42,12 +42,6 @@ def probe_plan(bench: Any, epoch_batches: int, in_flight: int = 0) -> tuple[int,
     return batches, why
 
 
-def probe_length(bench: Any, epoch_batches: int, in_flight: int = 0) -> int | None:
-    """The batches of :func:`probe_plan`; None: not a probe."""
-    probe = probe_plan(bench, epoch_batches, in_flight)
-    return None if probe is None else probe[0]
-
-
 def record_probe(plan: Any, bench: Any, epoch_batches: int) -> None:
     """A probe's length as an effective setting of ``plan`` (what its epoch really fetches),
     with the reason where it differs from ``bench.probe_batches``."""

@@ -36,7 +36,7 @@ from typing import Any
 
 from torch.utils.data import Dataset, default_collate
 
-from loaderbench.data.loader.plan import TORCH_DEFAULT_PREFETCH, LoaderPlan
+from loaderbench.data.loader.plan import LoaderPlan
 from loaderbench.data.seeding import EpochSampler, TransformedDataset
 
 # torchdata.nodes' thread targets (Python names a thread "Thread-N (target)")
@@ -124,7 +124,6 @@ class ThreadLoader:
         # with ranks, this rank's share (val: every sample once across the ranks)
         n = len(dataset)  # type: ignore[arg-type]
         self.sampler = EpochSampler(n, shuffle=plan.shuffle and train, seed=seed, even=train)
-        self.buffer = (plan.prefetch_factor or TORCH_DEFAULT_PREFETCH) * plan.num_workers
         self.stuck: list[threading.Thread] = []  # threads that outlived close()
         self._nodes: list[Any] = []  # the running epoch's stages that own threads
         self._threads: list[threading.Thread] = []
@@ -152,7 +151,7 @@ class ThreadLoader:
         node = tn.Mapper(tn.Batcher(mapper, self.batch_size, drop_last=self.drop_last), _collate)
         if self.plan.pin_memory:
             node = tn.PinMemory(node)
-        prefetcher = tn.Prefetcher(node, prefetch_factor=self.buffer)
+        prefetcher = tn.Prefetcher(node, prefetch_factor=self.plan.in_flight)
         self._nodes = [mapper, prefetcher]  # stopped from the source on (see close)
         if self.plan.pin_memory:
             self._nodes.insert(1, node)
