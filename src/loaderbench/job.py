@@ -49,7 +49,7 @@ from loaderbench.devices import configure_determinism, resolve_device, set_torch
 from loaderbench.emulated import StepTime, make_step, resolve_step
 from loaderbench.loop import EpochRunner, Progress
 from loaderbench.models import build_model, check_model
-from loaderbench.probe import end_epochs_early, record_probe
+from loaderbench.probe import record_probe
 from loaderbench.ranks.plan import RankPlan, plan_ranks
 from loaderbench.stopping import stopped_with_workers
 from loaderbench.timing import EpochStats, epoch_metrics
@@ -76,8 +76,6 @@ class Setup:
     step: StepTime | None = None  # emulated mode's T (loaderbench.emulated)
     ranks: RankPlan = field(default_factory=lambda: RankPlan(1, None, None, 1))
     due: dict[int, int] = field(default_factory=dict)  # epoch -> samples due over all ranks
-    full_samples: int = 0  # a full epoch's training samples: what a probe projects to
-    probe_tail: bool = False  # a probe's epochs end by the sampler, tail included (a stream's: cut)
 
     def epoch_samples(self, epoch: int) -> int:
         """The training samples due in ``epoch``: over all ranks, what they reported."""
@@ -157,9 +155,7 @@ def build(cfg: DictConfig, launch_dir: str | None = None) -> Setup:
         plan.effective[f"model.{key}"], plan.reasons[f"model.{key}"] = None, why
     optimizer = instantiate(cfg.optim)(model.parameters())
     train_loader = build_loader(train_set, plan, seed=seed, train=True, deterministic=det)
-    record_probe(plan, cfg.bench, len(train_loader))
-    full_samples = epoch_samples(train_loader, 0)
-    probe = plan.effective.get("probe_batches")
+    record_probe(plan, cfg.bench, train_loader)
     return Setup(
         device=device,
         plan=plan,
@@ -174,8 +170,6 @@ def build(cfg: DictConfig, launch_dir: str | None = None) -> Setup:
         channels_last=bool(cfg.model.get("channels_last", False)),
         step=step,
         ranks=ranks,
-        full_samples=full_samples,
-        probe_tail=probe is not None and end_epochs_early(train_loader, probe),
     )
 
 

@@ -42,23 +42,23 @@ def probe_plan(bench: Any, epoch_batches: int, in_flight: int = 0) -> tuple[int,
     return batches, why
 
 
-def record_probe(plan: Any, bench: Any, epoch_batches: int) -> None:
+def record_probe(plan: Any, bench: Any, loader: Any) -> None:
     """A probe's length as an effective setting of ``plan`` (what its epoch really fetches),
-    with the reason where it differs from ``bench.probe_batches``."""
-    if (probe := probe_plan(bench, epoch_batches, plan.in_flight)) is None:
+    with the reason where it differs from ``bench.probe_batches``; then each epoch of
+    ``loader`` ends after that many batches by its sampler (an
+    :class:`~loaderbench.data.seeding.EpochSampler`: every map-style loader of either backend),
+    so that a probe's epoch ends as a full one does, tail included. A stream has no such
+    sampler: its probe stops mid-epoch instead (:func:`ends_by_sampler`)."""
+    if (probe := probe_plan(bench, len(loader), plan.in_flight)) is None:
         return
     plan.effective["probe_batches"], why = probe
     if why:
         plan.reasons["probe_batches"] = why
+    if isinstance(sampler := getattr(loader, "sampler", None), EpochSampler):
+        sampler.limit = probe[0] * loader.batch_size
 
 
-def end_epochs_early(loader: Any, batches: int) -> bool:
-    """Make each epoch of ``loader`` end after ``batches`` batches by its sampler (an
-    :class:`~loaderbench.data.seeding.EpochSampler`: every map-style loader of either backend),
-    so that a probe's epoch ends as a full one does, tail included; False where there is no
-    such sampler (a stream: its probe stops mid-epoch instead, and projects without a tail)."""
-    sampler = getattr(loader, "sampler", None)
-    if not isinstance(sampler, EpochSampler):
-        return False
-    sampler.limit = batches * loader.batch_size
-    return True
+def ends_by_sampler(loader: Any) -> bool:
+    """Whether a probe's epochs of ``loader`` end by its sampler, tail included
+    (:func:`record_probe`), rather than stopping mid-epoch."""
+    return getattr(getattr(loader, "sampler", None), "limit", None) is not None

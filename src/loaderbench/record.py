@@ -20,6 +20,7 @@ from loaderbench import feeding, keys, tracking
 from loaderbench.active import ACTIVE
 from loaderbench.devices import device_label
 from loaderbench.heartbeat import process_tags
+from loaderbench.probe import ends_by_sampler
 from loaderbench.provenance import env_tags, scheduler_job_id
 from loaderbench.stopping import signal_name, signals_held
 from loaderbench.timing import EpochStats, projected_samples_per_s, summary_metrics
@@ -168,7 +169,10 @@ class Record:
         summary |= usage.metrics(wall_s) | {keys.SETUP_S: setup_s}
         if self.cfg.bench.probe_batches is not None:
             summary[keys.SUMMARY_PROJECTED] = projected_samples_per_s(
-                epochs, setup.full_samples, setup.plan.in_flight, tail=setup.probe_tail
+                epochs,
+                setup.epoch_samples(0),
+                setup.plan.in_flight,
+                tail=ends_by_sampler(setup.train_loader),
             )
         self.tracker.log_metrics(summary)
         line = summary_line(summary, setup.data, setup.device)

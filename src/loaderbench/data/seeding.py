@@ -137,10 +137,15 @@ class EpochSampler(Sampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def share(self) -> int:
+        """This rank's keys in a full epoch, wherever a probe's :attr:`limit` stops it."""
+        if self.even:
+            return -(-self.n // self.world)  # ceil: the padded share
+        return len(range(self.rank, self.n, self.world))
+
     def __len__(self) -> int:
-        # even: ceil, the padded share
-        share = -(-self.n // self.world) if self.even else len(range(self.rank, self.n, self.world))
-        return share if self.limit is None else min(share, self.limit)
+        return self.share if self.limit is None else min(self.share, self.limit)
 
     @property
     def padding(self) -> int:

@@ -55,14 +55,16 @@ class EpochLoader(DataLoader):
                 return
 
     def epoch_samples(self, epoch: int) -> int:
-        """Samples a correct epoch delivers: each sample once, less what ``drop_last`` drops."""
+        """Samples a correct full epoch delivers: each sample once, less what ``drop_last``
+        drops (a probe's epoch may stop sooner: what it fetched is what was due)."""
         stream = isinstance(self.dataset, IterableDataset)
-        n = len(self.dataset if stream else self.sampler)  # type: ignore[arg-type]  # a rank's share
+        # a rank's share (of a full epoch, wherever a probe's sampler stops)
+        n = len(self.dataset) if stream else self.sampler.share  # type: ignore[arg-type]
         if not self.drop_last:
             return n
         if stream:  # each worker drops its own short batch
             return max(n - max(self.num_workers, 1) * (self.batch_size - 1), 0)
-        return len(self) * self.batch_size
+        return n // self.batch_size * self.batch_size
 
     def close(self) -> None:
         """Stop the worker processes now (persistent workers would otherwise live on into the

@@ -136,7 +136,8 @@ class ThreadLoader:
         self.sampler.set_epoch(epoch)
 
     def epoch_samples(self, epoch: int) -> int:
-        return len(self) * self.batch_size if self.drop_last else len(self.sampler)
+        n, b = self.sampler.share, self.batch_size  # a full epoch's, wherever a probe stops
+        return n // b * b if self.drop_last else n
 
     def _pipeline(self) -> Any:
         import torchdata.nodes as tn
