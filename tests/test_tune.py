@@ -131,6 +131,23 @@ def test_full_runs_confirm_the_best_the_close_runner_up_and_the_other_side():
     assert failed.to_confirm() == [w2]  # a failed trial is never confirmed
 
 
+def test_a_close_simpler_full_run_and_the_fastest_run_once_more():
+    w0, w2, t2 = Candidate(0), Candidate(2, "fork", True, 2), Candidate(2, backend=keys.THREADS)
+    close = _search({w0: 950.0, w2: 1000.0})
+    close.done = [Trial(c, False, v) for c, v in ((w0, 950.0), (w2, 1000.0))]
+    assert close.to_settle() == [w0, w2]  # within 10%: a tie of single runs, so repeat both
+    close.done.append(Trial(t2, False, 1040.0))  # processes before threads: w0 simplest still
+    assert close.to_settle() == [w0, t2]
+    far = _search({})
+    far.done = [Trial(c, False, v) for c, v in ((w0, 700.0), (w2, 1000.0))]
+    assert far.to_settle() == []  # 30% apart: the report's rule can tell them apart
+    simplest = _search({})
+    simplest.done = [Trial(c, False, v) for c, v in ((w0, 1000.0), (w2, 990.0))]
+    assert simplest.to_settle() == []  # the fastest is the simplest: a tie keeps it anyway
+    probes = _search({w0: 950.0, w2: 1000.0})  # probes never settle: they decide nothing
+    assert probes.to_settle() == []
+
+
 def test_the_trial_budget_keeps_room_for_the_confirming_runs():
     s = _search({Candidate(0): 1.0, Candidate(1, "fork", True, 2): 1.0}, trials=6)
     assert s.probes_left(reserve=3) == 1

@@ -31,7 +31,9 @@ loader's start-up burst and tail: :func:`loaderbench.probe.probe_plan`), ranked 
 throughput projected to full epochs (:func:`loaderbench.timing.projected_samples_per_s`).
 Full runs *confirm*: the best, the runner-up within ``tune.confirm_within``, the best of the
 other side of ``num_workers=0`` and of the other backend; the report's noise rule decides among
-full runs only. ``tune.trials``, ``tune.budget_s`` and ``tune.cost_share`` (of the grid's
+full runs only. Where the fastest full run is within ``tune.confirm_within`` of a simpler one,
+both run once more (:meth:`Search.to_settle`): two single runs that close are a tie under
+that rule, and a repeat of each is what can tell them apart. ``tune.trials``, ``tune.budget_s`` and ``tune.cost_share`` (of the grid's
 estimated cost, :meth:`Search.grid_s`) stop the probing early; the confirming runs always run.
 
 This module is the search itself, pure over the config and the trials' figures; the sweeper in
@@ -244,6 +246,29 @@ class Search:
             if rival is not None:
                 picks.append(rival.candidate)
         return list(dict.fromkeys(picks))
+
+    def to_settle(self) -> list[Candidate]:
+        """The full runs to repeat once: the fastest full run and the simplest one within
+        ``confirm_within`` of it (fewer workers; processes before threads), the simpler first.
+        Single runs that close overlap under the report's noise rule, which then keeps the
+        simpler setting without knowing whether the faster one is faster; with a second run of
+        each, the report's interval is their range, measured minutes apart, and can tell them
+        apart. Empty when no simpler full run is that close (or in the emulated search)."""
+        full = [t for t in self.done if not t.probe and t.ok]
+        if self.goal == "fed" or not full:
+            return []
+        best = max(full, key=lambda t: t.value)
+
+        def simpler(c: Candidate) -> tuple[int, bool]:
+            return c.workers, c.threads
+
+        close = [
+            t.candidate
+            for t in full
+            if simpler(t.candidate) < simpler(best.candidate)
+            and t.value >= best.value * (1 - self.confirm_within)
+        ]
+        return [min(close, key=simpler), best.candidate] if close else []
 
     def first(self) -> Candidate | None:
         """The fastest-setting search's first trial, a full run: the first candidate of the

@@ -151,11 +151,15 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
     search.cost_share = t.get("cost_share")
     returns: list[Any] = []
 
-    def launch(cand: Candidate, probe: bool) -> Trial:
+    def launch(cand: Candidate, probe: bool, repeat: int | None = None) -> Trial:
         probe_batches = search.probe_batches if probe else None
         batch = [trial_overrides(fixed, cand, probe_batches, t.get("probe_share", 1.0))]
+        named = [*cand.settings(), keys.PROBE_PARAM]
+        if repeat is not None:  # a second full run: the report groups it with the first
+            batch[0].append(f"++{keys.REPEAT_PARAM}={repeat}")
+            named.append(keys.REPEAT_PARAM)
         # the run is named by what it sets (w0-probe20, w2-fork-persist-pf2): jobs read this
-        os.environ[keys.SWEPT_ENV] = ",".join([*cand.settings(), keys.PROBE_PARAM])
+        os.environ[keys.SWEPT_ENV] = ",".join(named)
         t0 = time.perf_counter()
         results = launcher.launch(batch, initial_job_idx=len(search.done))
         returns.append(results)
@@ -197,6 +201,7 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
         )
     ran = {tr.candidate for tr in search.done if not tr.probe}
     confirm = [launch(c, probe=False) for c in search.to_confirm() if c not in ran]
+    confirm += [launch(c, probe=False, repeat=1) for c in search.to_settle()]
     probes = sum(t.probe for t in search.done)
     wall_s = search.elapsed_s
     log.info(
