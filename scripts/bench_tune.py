@@ -162,6 +162,7 @@ def measure(name: str, overrides: list[str], tmp: Path, rounds: int) -> str:
         grid = analysis(uri)
         if grid.best is not None and (best is None or grid.best.median() > best.median()):
             best = grid.best
+    print(f"  {name}: the tuner's verdict: {tuned.verdict}", flush=True)
     print(
         f"  {name}: in their sweeps, the grid's best {best.label} at {best.median():.0f}/s, "
         f"the tuner's answer {found.name} at {found.value('summary/samples_per_s'):.0f}/s",
