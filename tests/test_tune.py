@@ -133,19 +133,19 @@ def test_full_runs_confirm_the_best_the_close_runner_up_and_the_other_side():
 
 def test_a_close_simpler_full_run_and_the_fastest_run_once_more():
     w0, w2, t2 = Candidate(0), Candidate(2, "fork", True, 2), Candidate(2, backend=keys.THREADS)
-    close = _search({w0: 950.0, w2: 1000.0})
-    close.done = [Trial(c, False, v) for c, v in ((w0, 950.0), (w2, 1000.0))]
-    assert close.to_settle() == [w0, w2]  # within 10%: a tie of single runs, so repeat both
-    close.done.append(Trial(t2, False, 1040.0))  # processes before threads: w0 simplest still
-    assert close.to_settle() == [w0, t2]
-    far = _search({})
-    far.done = [Trial(c, False, v) for c, v in ((w0, 700.0), (w2, 1000.0))]
-    assert far.to_settle() == []  # 30% apart: the report's rule can tell them apart
-    simplest = _search({})
-    simplest.done = [Trial(c, False, v) for c, v in ((w0, 1000.0), (w2, 990.0))]
-    assert simplest.to_settle() == []  # the fastest is the simplest: a tie keeps it anyway
-    probes = _search({w0: 950.0, w2: 1000.0})  # probes never settle: they decide nothing
-    assert probes.to_settle() == []
+
+    def full(values: dict[Candidate, float]) -> Search:
+        s = _search({})
+        s.done = [Trial(c, False, v) for c, v in values.items()]
+        return s
+
+    # within 10%: a tie of single runs, so repeat both, the simpler first
+    assert full({w0: 950.0, w2: 1000.0}).to_settle() == [w0, w2]
+    # processes before threads: w0 is still the simplest
+    assert full({w0: 950.0, w2: 1000.0, t2: 1040.0}).to_settle() == [w0, t2]
+    assert full({w0: 700.0, w2: 1000.0}).to_settle() == []  # 30% apart: the rule tells them
+    assert full({w0: 1000.0, w2: 990.0}).to_settle() == []  # a tie keeps the fastest anyway
+    assert _search({w0: 950.0, w2: 1000.0}).to_settle() == []  # probes decide nothing
 
 
 def test_the_trial_budget_keeps_room_for_the_confirming_runs():

@@ -33,8 +33,9 @@ Full runs *confirm*: the best, the runner-up within ``tune.confirm_within``, the
 other side of ``num_workers=0`` and of the other backend; the report's noise rule decides among
 full runs only. Where the fastest full run is within ``tune.confirm_within`` of a simpler one,
 both run once more (:meth:`Search.to_settle`): two single runs that close are a tie under
-that rule, and a repeat of each is what can tell them apart. ``tune.trials``, ``tune.budget_s`` and ``tune.cost_share`` (of the grid's
-estimated cost, :meth:`Search.grid_s`) stop the probing early; the confirming runs always run.
+that rule, and a repeat of each is what can tell them apart. ``tune.trials``,
+``tune.budget_s`` and ``tune.cost_share`` (of the grid's estimated cost,
+:meth:`Search.grid_s`) stop the probing early; the confirming runs always run.
 
 This module is the search itself, pure over the config and the trials' figures; the sweeper in
 ``hydra_plugins.loaderbench_tune`` runs its trials through Hydra's launcher.
