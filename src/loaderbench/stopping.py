@@ -10,8 +10,10 @@ command; the job (:mod:`loaderbench.experiment`) only reads this module.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -38,9 +40,29 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
     raise Interrupted(signum)
 
 
+def _resend_lost_stop(unraisable: Any) -> None:
+    """``sys.unraisablehook``: a stop raised where Python cannot raise (a finalizer, an at-fork
+    callback: logging's runs at every fork of a DataLoader worker) would be printed and lost, and
+    the job would run on to FINISHED. Send the signal again, from a thread a moment later, so the
+    main thread gets it once out of there; anything else goes to the hook as before."""
+    stop = unraisable.exc_value
+    if isinstance(stop, Interrupted):
+        again = threading.Timer(0.01, os.kill, (os.getpid(), stop.signum))
+        again.daemon = True
+        again.start()
+        return
+    _PREVIOUS_HOOK[0](unraisable)
+
+
+_PREVIOUS_HOOK = [sys.unraisablehook]
+
+
 def install_signal_handlers() -> None:
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_interrupted)
+    if sys.unraisablehook is not _resend_lost_stop:
+        _PREVIOUS_HOOK[0] = sys.unraisablehook
+        sys.unraisablehook = _resend_lost_stop
 
 
 _WORKER_STOPPED = re.compile(r"killed by signal: (Terminated|Interrupt)")
