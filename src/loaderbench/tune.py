@@ -49,10 +49,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from omegaconf import DictConfig
-
-from loaderbench import keys
-from loaderbench.config import ConfigError, TuneConfig
+from loaderbench.config import TuneConfig
 from loaderbench.tune_space import (
     BACKEND,
     BATCH,
@@ -66,9 +63,11 @@ from loaderbench.tune_space import (
     WORKERS,
     Candidate,
     Space,
+    accelerator,
     build_space,
     search_threads,
     spread,
+    tuned_keys,
 )
 
 # the space's names, as before the space had a module of its own
@@ -286,27 +285,3 @@ class Search:
             return [ranked[0].candidate]
         below = [t for t in ranked if t.candidate.workers < fewest.candidate.workers]
         return [fewest.candidate, *(t.candidate for t in below[:1])]
-
-
-def tuned_keys(config: DictConfig) -> list[str]:
-    """The keys a tune sweep varies, for the children's names and the parent's params."""
-    out = [WORKERS, CONTEXT, PERSISTENT, PREFETCH]
-    if search_threads(config.tune):
-        out.insert(0, BACKEND)
-    if accelerator(config):
-        out.append(PIN)
-    if config.tune.batch_size:
-        out.append(BATCH)
-    if config.tune.get("torch_threads"):
-        out.append(THREADS)
-    return [*out, keys.PROBE_PARAM]
-
-
-def accelerator(config: DictConfig) -> bool:
-    """Whether the jobs will run on an accelerator (then pinning is a tuned knob)."""
-    from loaderbench.devices import resolve_device
-
-    try:
-        return resolve_device(config.device.type).type != "cpu"
-    except ConfigError:
-        return False  # the jobs will say why, each in its own run

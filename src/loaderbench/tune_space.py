@@ -1,6 +1,7 @@
 """What ``sweep=tune`` may try: a :class:`Candidate` (one setting of the tuned knobs) and the
-:class:`Space` of values each knob takes, from ``tune.*``, the command line and the platform.
-The search over it is :mod:`loaderbench.tune`'s."""
+:class:`Space` of values each knob takes, from ``tune.*``, the command line and the platform,
+and the keys a tune sweep varies (:func:`tuned_keys`). The search over it is
+:mod:`loaderbench.tune`'s."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from loaderbench import keys, naming
+from loaderbench.config import ConfigError
 from loaderbench.data.loader import TORCH_DEFAULT_PREFETCH
 from loaderbench.provenance import cpu_cores
 
@@ -207,3 +209,27 @@ PINNABLE = {
     THREADS: ("torch_threads", _int_or_null),
     BACKEND: ("backends", str),
 }
+
+
+def tuned_keys(config: DictConfig) -> list[str]:
+    """The keys a tune sweep varies, for the children's names and the parent's params."""
+    out = [WORKERS, CONTEXT, PERSISTENT, PREFETCH]
+    if search_threads(config.tune):
+        out.insert(0, BACKEND)
+    if accelerator(config):
+        out.append(PIN)
+    if config.tune.batch_size:
+        out.append(BATCH)
+    if config.tune.get("torch_threads"):
+        out.append(THREADS)
+    return [*out, keys.PROBE_PARAM]
+
+
+def accelerator(config: DictConfig) -> bool:
+    """Whether the jobs will run on an accelerator (then pinning is a tuned knob)."""
+    from loaderbench.devices import resolve_device
+
+    try:
+        return resolve_device(config.device.type).type != "cpu"
+    except ConfigError:
+        return False  # the jobs will say why, each in its own run
