@@ -3,13 +3,16 @@ process.
 
     python scripts/bench_overhead.py                 # 8 workloads x 5 rounds + a sweep, ~45 min
     python scripts/bench_overhead.py --rounds 5 --only tensor-w0 jpeg5-t4
+    python scripts/bench_overhead.py --rounds 7 --epochs 8 --only custom-w0 custom-w2
 
 Each round runs, in alternating order, ``python run.py ...`` exactly as a user would (memory
 sampling at its default, MLflow on a SQLite store in a temporary directory) and
 ``scripts/bare_loop.py`` (the library's own loop in a fresh process: a stock DataLoader, or the
 thread library's own pipeline; no loaderbench code in the timed path). Both report the median
 per-epoch throughput after epoch 0, waiting for data included; the figure is the median of the
-rounds' ratios, with their spread (lowest–highest) beside it. Workloads:
+rounds' ratios, with their spread (lowest–highest) beside it. ``--epochs`` sets both sides' epochs
+(3, the job's default, unless given): an epoch of 2,000 samples lasts 1–2 s here, and single
+epochs move by ±10% on a shared VM, so more epochs per round give a steadier median. Workloads:
 
 - ``tensor-w0`` / ``tensor-w2``: loader_only over the article's in-memory TensorDataset (2,048
   images of 3x224x224, batch 64, transforms=none) with num_workers 0 and 2;
@@ -127,8 +130,13 @@ def bare_job(args: list[str]) -> float:
     return json.loads(lines[-1])["steady_samples_per_s"]
 
 
-def measure(name: str, rounds: int, tmp: Path, work: dict) -> tuple:
+def measure(name: str, rounds: int, tmp: Path, work: dict, epochs: int | None = None) -> tuple:
     overrides, bare_args = work[name]
+    if epochs is not None:  # both sides alike
+        overrides, bare_args = (
+            [*overrides, f"trainer.epochs={epochs}"],
+            [*bare_args, "--epochs", str(epochs)],
+        )
     bare, ours, monitor = [], [], []
     for r in range(rounds):
         # Alternate the order, so a slow spell of the machine hits both sides alike.
@@ -177,11 +185,13 @@ def sweep_overhead(tmp: Path) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--epochs", type=int, help="epochs per run, both sides (default: the job's 3)")
     p.add_argument("--only", nargs="+", choices=sorted(NAMES), default=NAMES)
     p.add_argument("--no-sweep", action="store_true", help="skip the per-job overhead sweep")
     a = p.parse_args(argv)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{os.cpu_count()} cpus, load average {load:.1f}; {a.rounds} rounds, alternating")
+    epochs = f", {a.epochs} epochs a run" if a.epochs else ""
+    print(f"{os.cpu_count()} cpus, load average {load:.1f}; {a.rounds} rounds, alternating{epochs}")
     results = {}
     with tempfile.TemporaryDirectory(prefix="lb-overhead-") as tmp:
         folder, packed = Path(tmp) / "jpeg", Path(tmp) / "packed"
@@ -195,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         work = workloads(folder, packed)
         for name in a.only:
-            bare, ours, monitor, ratios = measure(name, a.rounds, Path(tmp), work)
+            bare, ours, monitor, ratios = measure(name, a.rounds, Path(tmp), work, a.epochs)
             results[name] = (bare, ours, statistics.median(ratios), max(monitor), ratios)
         overheads = [] if a.no_sweep else sweep_overhead(Path(tmp))
     print()
