@@ -91,3 +91,18 @@ def test_loader_settings_reach_torch_and_workers_stop():
     assert all(w.is_alive() for w in workers)  # persistent: alive between epochs
     close_loader(loader)
     assert not any(w.is_alive() for w in workers)
+
+
+def test_a_workers_batch_carries_labels_and_ids_in_one_shared_tensor():
+    """Each tensor of a batch crosses from a worker as a shared-memory segment of its own: the
+    ids share the labels' storage, so a batch costs two, as the user's (images, labels) does."""
+    pair = make_shapes(size=24, val_size=8, image_size=16, num_classes=3, seed=0)
+    plan = plan_loader(LoaderConfig(batch_size=8, num_workers=1), device=CPU)
+    loader = build_loader(TransformedDataset(pair.train, None, 0), plan, seed=0)
+    seen = []
+    for images, labels, ids in loader:
+        assert labels.untyped_storage().data_ptr() == ids.untyped_storage().data_ptr()
+        assert labels.is_shared() and images.is_shared()  # both came from the worker
+        assert labels.tolist() == [pair.train[i][1] for i in ids.tolist()]
+        seen += ids.tolist()
+    assert sorted(seen) == list(range(24))

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from loaderbench.data.loader.plan import TORCH_DEFAULT_SHARING, LoaderPlan
-from loaderbench.data.seeding import EpochSampler
+from loaderbench.data.seeding import EpochSampler, collate_batch
 from loaderbench.data.shards.dataset import ShardSet
 from loaderbench.data.shards.streams import ShardStreams
 from loaderbench.devices import configure_determinism
@@ -145,5 +145,6 @@ def build(
         batch_size=plan.batch_size,
         sampler=sampler,
         drop_last=plan.drop_last and train,
+        collate_fn=collate_batch,
         **common,
     )

@@ -3,13 +3,13 @@
 The same contract as the ``dataloader`` backend: the epoch's order is
 :class:`~loaderbench.data.seeding.EpochSampler`'s, so the same samples reach the same batches
 in the same order; each sample draws its augmentation from its own generator (the presets:
-:mod:`loaderbench.random_transforms`); a batch is ``(images, labels, ids)``, collated by
-torch's ``default_collate`` as the DataLoader collates it. The pipeline is the library's own
+:mod:`loaderbench.random_transforms`); a batch is ``(images, labels, ids)``, collated as the
+DataLoader backend collates it (:func:`~loaderbench.data.seeding.collate_batch`). The pipeline is the library's own
 idiom, the one its guide gives for a DataLoader (and the bare loop of
 ``scripts/bare_loop.py``)::
 
     IterableWrapper(keys) → ParallelMapper(dataset.__getitem__, num_workers, method="thread",
-    in_order=True) → Batcher(batch_size, drop_last) → Mapper(default_collate)
+    in_order=True) → Batcher(batch_size, drop_last) → Mapper(collate_batch)
     [→ PinMemory] → Prefetcher(prefetch_factor × num_workers) → Loader
 
 What the library leaves to its user, done here:
@@ -34,10 +34,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 
 from loaderbench.data.loader.plan import LoaderPlan
-from loaderbench.data.seeding import EpochSampler, TransformedDataset
+from loaderbench.data.seeding import EpochSampler, TransformedDataset, collate_batch
 
 # torchdata.nodes' thread targets (Python names a thread "Thread-N (target)")
 _TARGETS = ("(_apply_udf)", "(_populate_queue)", "(_sort_worker)")
@@ -71,7 +71,7 @@ def _collate(samples: list[Any]) -> Any:
     for sample in samples:
         if isinstance(sample, _Failed):
             return sample
-    return default_collate(samples)
+    return collate_batch(samples)
 
 
 class _Deadline:

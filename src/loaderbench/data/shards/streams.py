@@ -40,9 +40,8 @@ from typing import Any
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
-from torch.utils.data._utils.collate import default_collate
 
-from loaderbench.data.seeding import TransformedDataset, rank_of_world, sample_seed
+from loaderbench.data.seeding import TransformedDataset, collate_batch, rank_of_world, sample_seed
 from loaderbench.data.storage import open_stream
 
 _SHARD_ORDER, _BUFFER = -2, -1000  # sample_seed "indices" of the shard permutation, buffers
@@ -210,7 +209,7 @@ class ShardStreams(IterableDataset):
             image = self.dataset.apply(self.shards.decode(data), epoch, sid)
             batch.append((image, label, sid))
             if len(batch) == self.batch_size:
-                yield default_collate(batch)  # in a worker: straight into shared memory
+                yield collate_batch(batch)  # in a worker: the images straight into shared memory
                 batch = []
         if batch and not self.drop_last:
-            yield default_collate(batch)
+            yield collate_batch(batch)
