@@ -373,9 +373,10 @@ def test_tuning_the_threads_adds_a_stage_that_fills_the_cores():
     assert labels == ["w0-tt1", "w1-fork-persist-pf2-tt1"]  # w0 on 1 thread; 1 thread + 1 worker
 
 
-def test_the_objective_carries_fed_through_pickling():
-    value = pickle.loads(pickle.dumps(_objective(123.5, True)))
-    assert value == 123.5 and value.fed is True
+def test_the_objective_carries_fed_and_its_interval_through_pickling():
+    value = pickle.loads(pickle.dumps(_objective(123.5, True, 110.0, 131.0)))
+    assert value == 123.5 and value.fed is True and (value.low, value.high) == (110.0, 131.0)
+    assert math.isnan(pickle.loads(pickle.dumps(_objective(1.0, None))).low)
     assert Candidate(0, torch_threads=2).settings() == {
         keys.WORKERS_PARAM: 0,
         keys.TORCH_THREADS_PARAM: 2,

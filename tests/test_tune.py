@@ -146,6 +146,13 @@ def test_a_close_simpler_full_run_and_the_fastest_run_once_more():
     assert full({w0: 700.0, w2: 1000.0}).to_settle() == []  # 30% apart: the rule tells them
     assert full({w0: 1000.0, w2: 990.0}).to_settle() == []  # a tie keeps the fastest anyway
     assert _search({w0: 950.0, w2: 1000.0}).to_settle() == []  # probes decide nothing
+    # 14% apart, but the short runs' intervals overlap: the report would tie them, so settle
+    wide = full({w0: 230.0, w2: 266.0})
+    (t0, t1) = wide.done
+    t0.low, t0.high, t1.low, t1.high = 194.0, 249.0, 242.0, 290.0
+    assert wide.to_settle() == [w0, w2]
+    t0.high = 240.0  # below the fastest's low: the rule tells them apart
+    assert wide.to_settle() == []
 
 
 def test_the_trial_budget_keeps_room_for_the_confirming_runs():

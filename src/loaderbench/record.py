@@ -83,17 +83,23 @@ def tags(launch: Launch, setup: Setup | None) -> dict[str, str]:
 
 class Objective(float):
     """A run's figure for a sweeper (a float), with ``fed``: whether its emulated step was fed
-    (None in the other modes), which ``sweep=tune`` reads in emulated mode."""
+    (None in the other modes), which ``sweep=tune`` reads in emulated mode; and ``low``–``high``,
+    the figure's 95% interval as the report's noise rule reads it (NaN where the run is too
+    short to have one), which ``sweep=tune`` reads to know which full runs the rule would tie."""
 
     fed: bool | None = None
+    low: float = math.nan
+    high: float = math.nan
 
-    def __reduce__(self) -> tuple:  # pickled by submitit's launcher: keep the attribute
-        return (_objective, (float(self), self.fed))
+    def __reduce__(self) -> tuple:  # pickled by submitit's launcher: keep the attributes
+        return (_objective, (float(self), self.fed, self.low, self.high))
 
 
-def _objective(value: float, fed: bool | None) -> Objective:
+def _objective(
+    value: float, fed: bool | None, low: float = math.nan, high: float = math.nan
+) -> Objective:
     out = Objective(value)
-    out.fed = fed
+    out.fed, out.low, out.high = fed, low, high
     return out
 
 
@@ -192,9 +198,12 @@ class Record:
         log.info("recorded: %s", self.tracker.where())
         if setup.delivery:
             return math.nan
-        return _objective(
-            summary.get(keys.SUMMARY_PROJECTED, summary[keys.SUMMARY_SAMPLES_PER_S]), fed
-        )
+        value = summary.get(keys.SUMMARY_PROJECTED, summary[keys.SUMMARY_SAMPLES_PER_S])
+        steady, low, high = summary.get(keys.SUMMARY_STEADY, math.nan), math.nan, math.nan
+        if steady > 0 and keys.SUMMARY_STEADY_LOW in summary:  # scaled as the verdict scales it
+            low = value * summary[keys.SUMMARY_STEADY_LOW] / steady
+            high = value * summary[keys.SUMMARY_STEADY_HIGH] / steady
+        return _objective(value, fed, low, high)
 
     def killed(self, stop: BaseException) -> None:
         """Ctrl-C or SIGTERM: the open run KILLED with the signal's name, uninterrupted by a

@@ -87,6 +87,8 @@ class Trial:
     value: float = math.nan  # projected samples/s of a probe, summary samples/s of a full run
     fed: bool | None = None  # an emulated step's verdict (None in the other modes)
     wall_s: float = 0.0  # what it cost, launch included
+    low: float = math.nan  # a full run's 95% interval of ``value``, as the report reads it
+    high: float = math.nan
 
     @property
     def ok(self) -> bool:
@@ -248,12 +250,14 @@ class Search:
         return list(dict.fromkeys(picks))
 
     def to_settle(self) -> list[Candidate]:
-        """The full runs to repeat once: the fastest full run and the simplest one within
-        ``confirm_within`` of it (fewer workers; processes before threads), the simpler first.
-        Single runs that close overlap under the report's noise rule, which then keeps the
-        simpler setting without knowing whether the faster one is faster; with a second run of
-        each, the report's interval is their range, measured minutes apart, and can tell them
-        apart. Empty when no simpler full run is that close (or in the emulated search)."""
+        """The full runs to repeat once: the fastest full run and the simplest one that the
+        report's noise rule would tie with it (fewer workers; processes before threads), the
+        simpler first. Tied: within ``confirm_within`` of it, or their 95% intervals overlap (a
+        short run's interval can be wider than that: ±9% and ±13% tied runs 14% apart on a
+        folder of 25 batches an epoch). Single runs tied so keep the simpler setting without
+        knowing whether the faster one is faster; with a second run of each, the report's
+        interval is their range, measured minutes apart, and can tell them apart. Empty when no
+        simpler full run is tied (or in the emulated search)."""
         full = [t for t in self.done if not t.probe and t.ok]
         if self.goal == "fed" or not full:
             return []
@@ -262,11 +266,11 @@ class Search:
         def simpler(c: Candidate) -> tuple[int, bool]:
             return c.workers, c.threads
 
+        def tied(t: Trial) -> bool:
+            return t.value >= best.value * (1 - self.confirm_within) or t.high >= best.low
+
         close = [
-            t.candidate
-            for t in full
-            if simpler(t.candidate) < simpler(best.candidate)
-            and t.value >= best.value * (1 - self.confirm_within)
+            t.candidate for t in full if simpler(t.candidate) < simpler(best.candidate) and tied(t)
         ]
         return [min(close, key=simpler), best.candidate] if close else []
 

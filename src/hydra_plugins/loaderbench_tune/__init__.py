@@ -164,6 +164,9 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
         results = launcher.launch(batch, initial_job_idx=len(search.done))
         returns.append(results)
         trial = Trial(cand, probe, objective(results[0]), fed(results[0]))
+        if trial.ok:  # the interval the report's noise rule reads (NaN: too short for one)
+            trial.low = getattr(results[0].return_value, "low", math.nan)
+            trial.high = getattr(results[0].return_value, "high", math.nan)
         trial.wall_s = time.perf_counter() - t0
         search.done.append(trial)
         return trial
