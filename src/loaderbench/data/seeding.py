@@ -64,8 +64,8 @@ class TransformedDataset(Dataset):
 
     Accepts plain integer indices (epoch 0) or ``(epoch, index)`` keys from :class:`EpochSampler`
     and returns ``(image, label, index)``: the index is the sample's id for the exactly-once count.
-    A ``seeded`` transform (the presets: :mod:`loaderbench.random_transforms`) draws from the sample's
-    own ``torch.Generator``, touching no global state, so loader threads get the same
+    A ``seeded`` transform (the presets: :mod:`loaderbench.random_transforms`) draws from the
+    sample's own ``torch.Generator``, touching no global state, so loader threads get the same
     augmentation as worker processes. Any other random transform draws from torch's global
     generator, reseeded per sample inside ``fork_rng`` (the caller's state, the model's with
     ``num_workers=0``, is untouched): that keeps processes apart but not threads, which share

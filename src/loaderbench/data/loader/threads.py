@@ -4,8 +4,8 @@ The same contract as the ``dataloader`` backend: the epoch's order is
 :class:`~loaderbench.data.seeding.EpochSampler`'s, so the same samples reach the same batches
 in the same order; each sample draws its augmentation from its own generator (the presets:
 :mod:`loaderbench.random_transforms`); a batch is ``(images, labels, ids)``, collated as the
-DataLoader backend collates it (:func:`~loaderbench.data.seeding.collate_batch`). The pipeline is the library's own
-idiom, the one its guide gives for a DataLoader (and the bare loop of
+DataLoader backend collates it (:func:`~loaderbench.data.seeding.collate_batch`). The pipeline
+is the library's own idiom, the one its guide gives for a DataLoader (and the bare loop of
 ``scripts/bare_loop.py``)::
 
     IterableWrapper(keys) → ParallelMapper(dataset.__getitem__, num_workers, method="thread",
