@@ -141,8 +141,10 @@ def test_a_close_simpler_full_run_and_the_fastest_run_once_more():
 
     # within 10%: a tie of single runs, so repeat both, the simpler first
     assert full({w0: 950.0, w2: 1000.0}).to_settle() == [w0, w2]
-    # processes before threads: w0 is still the simplest
-    assert full({w0: 950.0, w2: 1000.0, t2: 1040.0}).to_settle() == [w0, t2]
+    # every simpler run tied, the simplest first (processes before threads): the report keeps
+    # the simplest of those still tied, so a single run left out would decide
+    assert full({w0: 950.0, w2: 1000.0, t2: 1040.0}).to_settle() == [w0, w2, t2]
+    assert full({w0: 700.0, w2: 1000.0, t2: 1040.0}).to_settle() == [w2, t2]  # w0 told apart
     assert full({w0: 700.0, w2: 1000.0}).to_settle() == []  # 30% apart: the rule tells them
     assert full({w0: 1000.0, w2: 990.0}).to_settle() == []  # a tie keeps the fastest anyway
     assert _search({w0: 950.0, w2: 1000.0}).to_settle() == []  # probes decide nothing
