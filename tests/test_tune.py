@@ -115,10 +115,12 @@ def test_the_stages_follow_the_fastest_setting_with_workers():
     # the range is covered early (the largest count, then halves), should the cost cap bite
     assert [c.label for c in first] == ["w0", "w2-fork-persist-pf2", "w1-fork-persist-pf2"]
     s = _search({Candidate(0): 900.0, first[2]: 500.0, first[1]: 800.0})
-    startup = s.fresh(s.stages()[1][1](s))  # the other context, then the other persistence
-    assert [c.label for c in startup] == ["w2-spawn-persist-pf2", "w2-fork-nopersist-pf2"]
-    prefetch = s.fresh(s.stages()[2][1](s))
+    # prefetching before start-up: a cost cap stops the dearest stage (spawn starts) first
+    assert [name for name, _ in s.stages()] == ["workers", "prefetch", "start-up"]
+    prefetch = s.fresh(s.stages()[1][1](s))
     assert [c.label for c in prefetch] == ["w2-fork-persist-pf4"]
+    startup = s.fresh(s.stages()[2][1](s))  # the other context, then the other persistence
+    assert [c.label for c in startup] == ["w2-spawn-persist-pf2", "w2-fork-nopersist-pf2"]
 
 
 def test_full_runs_confirm_the_best_the_close_runner_up_and_the_other_side():
@@ -186,7 +188,7 @@ def test_loader_threads_join_each_worker_count_and_their_rival_is_confirmed():
         "loader.prefetch_factor": 2,
     }  # noqa: E501
     s = _search({Candidate(0): 400.0, w2: 600.0, t2: 1000.0}, "tune.backends=true")
-    assert s.fresh(s.stages()[2][1](s))[0].label == "t2-pf4"  # prefetch follows the fastest
+    assert s.fresh(s.stages()[1][1](s))[0].label == "t2-pf4"  # prefetch follows the fastest
     assert s.to_confirm() == [t2, Candidate(0), w2]  # processes or threads: both in full
     assert tune.tuned_keys(tune_cfg("tune.backends=true"))[0] == keys.BACKEND_PARAM
     args = sweeper.trial_overrides(["sweep=tune"], t2, 20, 0.25)
@@ -195,11 +197,33 @@ def test_loader_threads_join_each_worker_count_and_their_rival_is_confirmed():
 
 def test_the_cost_cap_keeps_the_search_within_its_share_of_the_grid():
     w0, w2 = Candidate(0), Candidate(2, "fork", True, 2)
-    s = _search({}, cost_share=0.15)  # a grid of 1 + 2 x 2 x 2 x 2 = 17 runs
+    s = _search({}, cost_share=0.2)  # a grid of 1 + 2 x 2 x 2 x 2 = 17 runs
     s.done = [Trial(w0, False, 500.0, wall_s=10.0)]  # the first run, in full: 10 s
+    # 10 s spent, + 20 s kept for a settle's two full runs, within 0.2 of 170 s
     assert s.grid_s() == 17 * 10.0 and s.within_cost()
     s.done.append(Trial(w2, True, 1000.0, wall_s=8.0))  # a probe nearly as dear as a full run
     # the grid's runs go faster at 1000/s: ~85 s; 10 + 8 spent, + 8 next, + w2's full run 10
     assert s.grid_s() == 17 * 10.0 * 0.5 and not s.within_cost()
     assert s.probes_left(reserve=3) == 0
     assert _search({}, cost_share=None).within_cost()
+
+
+def test_the_grid_estimate_counts_each_spawn_workers_start():
+    s = _search({}, cost_share=0.15)  # contexts fork and spawn, 1 or 2 workers
+    s.epochs, s.startup_s = 2, 3.0  # a fresh interpreter's imports: 3 s
+    s.done = [Trial(Candidate(0), False, 500.0, wall_s=10.0)]
+    per_slot = [math.ceil(w / s.space.cores) for w in (1, 2)]  # as many at a time as the cores
+    # spawn: the training and the validation loader, once persistent, else every epoch
+    assert s.start_s(Candidate(2, "spawn", False, 2)) == 2 * 2 * 3.0 * per_slot[1]
+    assert s.start_s(Candidate(2, "spawn", True, 2)) == 2 * 3.0 * per_slot[1]
+    assert s.start_s(Candidate(2, "fork", False, 2)) == 0.0  # forked in milliseconds
+    assert s.start_s(Candidate(2, backend=keys.THREADS)) == 0.0
+    # the 8 spawn runs of the grid (2 worker counts x persistence x 2 prefetch factors)
+    assert s.grid_s() == 17 * 10.0 + 2 * (4 + 2) * 3.0 * sum(per_slot)
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch: seconds
+def test_a_spawn_workers_start_is_timed_with_the_datasets_own_module():
+    cfg = tune_cfg("dataset=custom", "dataset.target=json.JSONDecoder")
+    assert 0.0 < sweeper.worker_start_s(cfg) < 120.0
+    assert math.isfinite(sweeper.worker_start_s(tune_cfg()))  # no dataset.target: built-ins

@@ -7,11 +7,14 @@ The knobs that leave training unchanged are nearly separable, and the search use
    cheapest start-up (fork where the platform has it, persistent workers when there is more
    than one epoch). The worker count sets the steady rate: how the loader's processes and the
    training step share the cores.
-2. **start-up**: for the fastest setting with workers, every other context (and, on an
+2. **prefetch**: the other ``tune.prefetch_factors`` for the fastest so far (the queue depth).
+3. **start-up**: for the fastest setting with workers, every other context (and, on an
    accelerator, pinning) with its persistence, then the other persistence with its context. A
    context's start-up cost does not depend on persistence, which only decides how often it is
-   paid.
-3. **prefetch**: the other ``tune.prefetch_factors`` for the fastest so far (the queue depth).
+   paid. Last, since the workers stage already starts them the cheapest way, and its probes
+   cost the most (a spawn or forkserver start): where the cost cap stops the search, it stops
+   here first (on 1,600 JPEGs the cap used to end the search before prefetching, which there
+   was worth 15%).
 
 With ``tune.torch_threads=true`` a **threads** stage comes after the workers: every thread count
 of the step (1, 2, 4, .. the cores) for the fastest setting, and with as many workers as the
@@ -105,6 +108,9 @@ class Search:
     confirm_within: float = 0.1
     goal: str = "fastest"  # or "fed": the fewest workers that keep an emulated step fed
     cost_share: float | None = None
+    epochs: int = 1  # the job's epochs: how often workers that do not persist start
+    # a spawn or forkserver worker's start, measured (``hydra_plugins.loaderbench_tune``)
+    startup_s: float = math.nan
     done: list[Trial] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     skipped: int = 0  # candidates the cost cap left unprobed
@@ -125,26 +131,43 @@ class Search:
         return max(self.trials - len(self.done) - reserve, 0)
 
     def grid_s(self) -> float:
-        """What the grid over the space would cost, estimated: its size × the first full run's
-        wall time, × the first run's throughput over the fastest seen (a faster setting's
-        full run is over sooner, so this errs low). NaN before a full run."""
+        """What the grid over the space would cost, estimated: for each of its settings the
+        first full run's wall time, × the first run's throughput over the fastest seen (a
+        faster setting's full run is over sooner, so this errs low), and its workers' starts
+        (:meth:`start_s`). NaN before a full run."""
         full = [t for t in self.done if not t.probe and t.ok]
         if not full:
             return math.nan
         first, fastest = full[0], max(t.value for t in self.done if t.ok)
-        return len(self.space.grid()) * first.wall_s * min(1.0, first.value / fastest)
+        run = first.wall_s * min(1.0, first.value / fastest)
+        return sum(run + self.start_s(c) for c in self.space.grid())
+
+    def start_s(self, c: Candidate) -> float:
+        """What starting ``c``'s worker processes adds to a full run, estimated (0 where it is
+        not measured): a spawn or forkserver worker starts a fresh interpreter that imports
+        what the job's workers import (:attr:`startup_s`), as many at a time as there are
+        cores, in the training and the validation loader, once if they persist, else every
+        epoch. A forked worker starts in milliseconds. On 1,600 JPEGs and 2 cores four spawn
+        workers took 7 s a start (a fresh interpreter's imports 3.6 s), and the grid's spawn
+        and forkserver runs 2–3.4× a forked one's; counted as the first run's, the grid came
+        to 636 s against the 1,169 s it took."""
+        if not c.workers or c.threads or c.context == "fork" or math.isnan(self.startup_s):
+            return 0.0
+        starts = 2 * (1 if c.persistent else self.epochs)  # the training and validation loaders
+        return starts * self.startup_s * math.ceil(c.workers / max(self.space.cores, 1))
 
     def within_cost(self) -> bool:
         """Whether one more probe keeps the search within ``cost_share`` of the grid's cost,
-        with the confirming runs still to come reserved (each at the first full run's cost)."""
+        with the confirming runs still to come reserved, and two more for a settle (the fastest
+        and a simpler run once more, :meth:`to_settle`), each at the first full run's cost."""
         grid = self.grid_s()
         if self.cost_share is None or math.isnan(grid):
             return True
         probes = [t.wall_s for t in self.done if t.probe] or [0.0]
         first = next(t for t in self.done if not t.probe and t.ok)
         ran = {t.candidate for t in self.done if not t.probe}
-        reserve = sum(c not in ran for c in self.to_confirm()) * first.wall_s
-        spent = sum(t.wall_s for t in self.done)
+        reserve = (sum(c not in ran for c in self.to_confirm()) + 2) * first.wall_s
+        spent = max(self.elapsed_s, sum(t.wall_s for t in self.done))  # the start-up's timing too
         return spent + max(probes) + reserve <= self.cost_share * grid
 
     def fresh(self, cands: list[Candidate]) -> list[Candidate]:
@@ -213,7 +236,7 @@ class Search:
         tuned = [("threads", threads)] if len(sp.torch_threads) > 1 else []
         if self.goal == "fed":
             return [("workers", workers), *tuned]
-        return [("workers", workers), *tuned, ("start-up", startup), ("prefetch", prefetch)]
+        return [("workers", workers), *tuned, ("prefetch", prefetch), ("start-up", startup)]
 
     def enough(self, stage: str) -> bool:
         """Whether ``stage`` may stop before its last candidate: counting workers up for an

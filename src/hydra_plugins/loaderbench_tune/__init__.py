@@ -136,6 +136,31 @@ def probe_cost(search: Any) -> float:
     return sum(probes) / len(probes) / full[0] if probes and full and full[0] else math.nan
 
 
+def worker_start_s(config: DictConfig) -> float:
+    """How long a fresh interpreter takes to import what the job's workers import (torch,
+    torchvision, loaderbench's data package, the dataset's own module): what a spawn or
+    forkserver worker pays before its first sample, timed once, so that the cost cap counts
+    the grid's runs of those contexts (:meth:`loaderbench.tune.Search.start_s`). An import that
+    fails ends it sooner: the estimate errs low. NaN where it could not run."""
+    import subprocess
+    import sys
+
+    from omegaconf import OmegaConf
+
+    modules = ["torch", "torchvision", "loaderbench.data"]
+    target = OmegaConf.select(config, "dataset.target", default=None, throw_on_missing=False)
+    if isinstance(target, str) and "." in target:
+        modules.append(target.rsplit(".", 1)[0])
+    t0 = time.perf_counter()
+    try:
+        subprocess.run(
+            [sys.executable, "-c", f"import {', '.join(modules)}"], capture_output=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return math.nan
+    return time.perf_counter() - t0
+
+
 def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> list[Any]:
     """The staged search (see the module's docstring) through ``launcher``, one trial at a
     time: trials running side by side would compete for the cores they measure."""
@@ -148,7 +173,9 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
     space = build_space(config, pinned, accelerator(config))
     goal = "fed" if config.bench.mode == keys.MODE_EMULATED else "fastest"
     search = Search(space, t.probe_batches, t.trials, t.budget_s, t.confirm_within, goal)
-    search.cost_share = t.get("cost_share")
+    search.cost_share, search.epochs = t.get("cost_share"), config.trainer.epochs
+    if search.cost_share is not None and any(c.context not in (None, "fork") for c in space.grid()):
+        search.startup_s = worker_start_s(config)  # within the search's time: it is its cost
     returns: list[Any] = []
 
     def launch(cand: Candidate, probe: bool, repeat: int | None = None) -> Trial:
@@ -184,7 +211,8 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
                     later = search.stages()[i + 1 :]
                     search.skipped = len(fresh) - k
                     search.skipped += sum(len(search.fresh(f(search))) for _, f in later)
-                log.info("tune: the budget is spent; %s and later stages skipped", name)
+                rest = f"the rest of {name}" if k else name
+                log.info("tune: the budget is spent; %s and later stages skipped", rest)
                 break
             trials.append(launch(cand, probe=True))
             if search.enough(name):
