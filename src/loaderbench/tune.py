@@ -158,15 +158,17 @@ class Search:
 
     def within_cost(self) -> bool:
         """Whether one more probe keeps the search within ``cost_share`` of the grid's cost,
-        with the confirming runs still to come reserved, and two more for a settle (the fastest
-        and a simpler run once more, :meth:`to_settle`), each at the first full run's cost."""
+        with the confirming runs still to come reserved, and a settle's (:meth:`to_settle`):
+        at most every full run once more, the first and each confirming one. Each at the first
+        full run's cost. (Reserving two for the settle, the search on 1,600 JPEGs ran three
+        and came to 0.158 of the grid.)"""
         grid = self.grid_s()
         if self.cost_share is None or math.isnan(grid):
             return True
         probes = [t.wall_s for t in self.done if t.probe] or [0.0]
         first = next(t for t in self.done if not t.probe and t.ok)
-        ran = {t.candidate for t in self.done if not t.probe}
-        reserve = (sum(c not in ran for c in self.to_confirm()) + 2) * first.wall_s
+        ran, confirm = {t.candidate for t in self.done if not t.probe}, set(self.to_confirm())
+        reserve = (len(confirm - ran) + len(confirm | ran)) * first.wall_s
         spent = max(self.elapsed_s, sum(t.wall_s for t in self.done))  # the start-up's timing too
         return spent + max(probes) + reserve <= self.cost_share * grid
 
