@@ -164,6 +164,8 @@ def worker_start_s(config: DictConfig) -> float:
 def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> list[Any]:
     """The staged search (see the module's docstring) through ``launcher``, one trial at a
     time: trials running side by side would compete for the cores they measure."""
+    import psutil
+
     from loaderbench import keys
     from loaderbench.active import ACTIVE
     from loaderbench.tune import RESERVE, Search, Trial, accelerator, build_space
@@ -174,6 +176,8 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
     goal = "fed" if config.bench.mode == keys.MODE_EMULATED else "fastest"
     search = Search(space, t.probe_batches, t.trials, t.budget_s, t.confirm_within, goal)
     search.cost_share, search.epochs = t.get("cost_share"), config.trainer.epochs
+    # the cap is on what the user's command costs: its own start (Python, Hydra, torch) too
+    search.started -= max(time.time() - psutil.Process().create_time(), 0.0)
     if search.cost_share is not None and any(c.context not in (None, "fork") for c in space.grid()):
         search.startup_s = worker_start_s(config)  # within the search's time: it is its cost
     returns: list[Any] = []
