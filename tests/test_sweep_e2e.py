@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -131,11 +132,13 @@ def test_tune_probes_confirms_records_a_crashed_trial_and_leaves_batch_size_alon
     # a context this platform lacks: that trial fails, the search goes on
     proc = run_cli([*args, "tune.contexts=[fork,nonesuch]"], tmp_path, uri)
     assert proc.returncode == 1  # a trial did not finish, and the end says which
-    assert "did not finish: w1-nonesuch-nopersist-pf2-probe4" in proc.stdout + proc.stderr
     n = len(sweep_runs(uri)[2])
     client, parent, children = check_sweep(uri, n_finished=n - 1, n_failed=1)
     (failed,) = [c for c in children if c.info.status == "FAILED"]
     assert failed.data.params["loader.multiprocessing_context"] == "nonesuch"
+    # its prefetch is whichever the measured prefetch stage kept: the name says it
+    assert re.fullmatch(r"w1-nonesuch-nopersist-pf\d+-probe4", failed.info.run_name)
+    assert f"did not finish: {failed.info.run_name}" in proc.stdout + proc.stderr
     probes = [c for c in children if c.data.params[keys.PROBE_PARAM] == "4"]
     full = [c for c in children if c.data.params[keys.PROBE_PARAM] == "null"]
     for c in probes:
