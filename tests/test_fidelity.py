@@ -46,6 +46,7 @@ def test_a_random_pipeline_is_seeded_per_sample_and_epoch():
     assert not torch.equal(data[(0, 1)][0], data[(1, 1)][0])
 
 
+@pytest.mark.slow  # a fresh interpreter: ~2 s
 def test_determinism_is_set_without_importing_the_compiler():
     code = (
         "import sys, torch\n"

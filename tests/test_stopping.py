@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 # The signal arrives inside an at-fork callback (as when SIGTERM meets logging's, at a worker's
 # fork): Python prints the Interrupted raised there as "Exception ignored" and drops it.
 SCRIPT = textwrap.dedent(
@@ -26,6 +28,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a fresh interpreter: ~2 s
 def test_a_stop_raised_inside_an_at_fork_callback_is_raised_again_in_the_main_thread():
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60

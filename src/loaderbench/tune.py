@@ -1,4 +1,4 @@
-"""``sweep=tune``: find the fastest loader settings for a seventh of a grid's cost.
+"""``sweep=tune``: find the fastest loader settings for at most 0.15 of a grid's cost.
 
 The knobs that leave training unchanged are nearly separable, and the search uses that:
 
@@ -36,8 +36,8 @@ Full runs *confirm*: the best, the runner-up within ``tune.confirm_within``, the
 other side of ``num_workers=0`` and of the other backend; the report's noise rule decides among
 full runs only. Where that rule would tie the fastest full run with simpler ones, each of them
 runs once more (:meth:`Search.to_settle`): a repeat of each is what can tell them apart.
-``tune.trials``, ``tune.budget_s`` and ``tune.cost_share`` (of the grid's estimated cost,
-:meth:`Search.grid_s`) stop the probing early; the confirming runs always run.
+``tune.trials``, ``tune.budget_s`` and ``tune.cost_share`` (of the grid's estimated cost:
+:mod:`loaderbench.tune_cost`) stop the probing early; the confirming runs always run.
 
 This module is the search itself, pure over the config and the trials' figures; the sweeper in
 ``hydra_plugins.loaderbench_tune`` runs its trials through Hydra's launcher.
@@ -52,6 +52,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loaderbench.config import TuneConfig
+from loaderbench.tune_cost import GridCost
 from loaderbench.tune_space import (
     BACKEND,
     BATCH,
@@ -98,7 +99,7 @@ class Trial:
 
 
 @dataclass
-class Search:
+class Search(GridCost):
     """The staged search's state: the trials so far and what the budget has left."""
 
     space: Space
@@ -129,48 +130,6 @@ class Search:
         if self.trials is None:
             return None
         return max(self.trials - len(self.done) - reserve, 0)
-
-    def grid_s(self) -> float:
-        """What the grid over the space would cost, estimated: for each of its settings the
-        first full run's wall time, × the first run's throughput over the fastest seen (a
-        faster setting's full run is over sooner, so this errs low), and its workers' starts
-        (:meth:`start_s`). NaN before a full run."""
-        full = [t for t in self.done if not t.probe and t.ok]
-        if not full:
-            return math.nan
-        first, fastest = full[0], max(t.value for t in self.done if t.ok)
-        run = first.wall_s * min(1.0, first.value / fastest)
-        return sum(run + self.start_s(c) for c in self.space.grid())
-
-    def start_s(self, c: Candidate) -> float:
-        """What starting ``c``'s worker processes adds to a full run, estimated (0 where it is
-        not measured): a spawn or forkserver worker starts a fresh interpreter that imports
-        what the job's workers import (:attr:`startup_s`), as many at a time as there are
-        cores, in the training and the validation loader, once if they persist, else every
-        epoch. A forked worker starts in milliseconds. On 1,600 JPEGs and 2 cores four spawn
-        workers took 7 s a start (a fresh interpreter's imports 3.6 s), and the grid's spawn
-        and forkserver runs 2–3.4× a forked one's; counted as the first run's, the grid came
-        to 636 s against the 1,169 s it took."""
-        if not c.workers or c.threads or c.context == "fork" or math.isnan(self.startup_s):
-            return 0.0
-        starts = 2 * (1 if c.persistent else self.epochs)  # the training and validation loaders
-        return starts * self.startup_s * math.ceil(c.workers / max(self.space.cores, 1))
-
-    def within_cost(self) -> bool:
-        """Whether one more probe keeps the search within ``cost_share`` of the grid's cost,
-        with the confirming runs still to come reserved, and a settle's (:meth:`to_settle`):
-        at most every full run once more, the first and each confirming one. Each at the first
-        full run's cost. (Reserving two for the settle, the search on 1,600 JPEGs ran three
-        and came to 0.158 of the grid.)"""
-        grid = self.grid_s()
-        if self.cost_share is None or math.isnan(grid):
-            return True
-        probes = [t.wall_s for t in self.done if t.probe] or [0.0]
-        first = next(t for t in self.done if not t.probe and t.ok)
-        ran, confirm = {t.candidate for t in self.done if not t.probe}, set(self.to_confirm())
-        reserve = (len(confirm - ran) + len(confirm | ran)) * first.wall_s
-        spent = max(self.elapsed_s, sum(t.wall_s for t in self.done))  # the start-up's timing too
-        return spent + max(probes) + reserve <= self.cost_share * grid
 
     def fresh(self, cands: list[Candidate]) -> list[Candidate]:
         tried = {t.candidate for t in self.done}
