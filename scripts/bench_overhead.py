@@ -29,6 +29,10 @@ Then it runs a 4-job sweep and prints the per-job overhead: the time from one jo
 next one's, less that job's set-up (dataset, model, loaders), epochs and evaluation. That is
 Hydra's job set-up, opening the run, logging, the sampler's start and stop.
 
+``--bare-holds-tracking`` is a diagnostic: every bare loop first imports MLflow and opens a SQLite
+store, as the job's process does (``bare_loop.py --hold-tracking``), so the ratio leaves out what
+holding them costs (docs/results.md: forking a bigger process, per worker per epoch).
+
 Prints ``<workload> bare X/s loaderbench Y/s ratio R`` per workload, the lowest ratio last,
 then the per-job overhead. Always exits 0: it is a measurement, not a test.
 """
@@ -188,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, help="epochs per run, both sides (default: the job's 3)")
     p.add_argument("--only", nargs="+", choices=sorted(NAMES), default=NAMES)
     p.add_argument("--no-sweep", action="store_true", help="skip the per-job overhead sweep")
+    p.add_argument(
+        "--bare-holds-tracking", action="store_true", help="diagnostic: see the docstring"
+    )
     a = p.parse_args(argv)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     epochs = f", {a.epochs} epochs a run" if a.epochs else ""
@@ -204,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             check=True, capture_output=True, env=_env(),
         )  # fmt: skip
         work = workloads(folder, packed)
+        if a.bare_holds_tracking:
+            work = {k: (ours, [*bare, "--hold-tracking"]) for k, (ours, bare) in work.items()}
         for name in a.only:
             bare, ours, monitor, ratios = measure(name, a.rounds, Path(tmp), work, a.epochs)
             results[name] = (bare, ours, statistics.median(ratios), max(monitor), ratios)
