@@ -18,8 +18,9 @@ is a user's own Dataset (examples/mypkg's ``PackedJpegs``, Basic transforms in a
 user writes one). Prints one JSON line: per-epoch samples/s.
 
 ``--hold-tracking`` is a diagnostic: before the loop, the process imports MLflow and opens a
-SQLite store, as a job's process holds them (~150 MB more anonymous memory, pandas and pyarrow
-included, which every worker's fork copies the page tables of). Nothing of it runs in the loop.
+SQLite store, as a job's process holds them (~150 MB more anonymous memory, the pandas MLflow
+imports included, which every worker's fork copies the page tables of). Nothing of it runs in
+the loop.
 """
 
 from __future__ import annotations
