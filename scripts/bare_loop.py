@@ -87,13 +87,15 @@ def custom_data(root: str, image_size: int) -> Dataset:
     return Transformed(PackedJpegs(root), Basic(image_size=image_size).train)
 
 
-def hold_tracking(folder: str):
-    """What a job's process holds besides the loop: MLflow imported, a SQLite store open."""
-    from mlflow.tracking import MlflowClient
+def hold_tracking() -> tuple:
+    """What a job's process holds besides the loop: MLflow imported, a SQLite store open (by
+    loaderbench's ``open_store``, as the job opens it), in a folder removed once dropped."""
+    from loaderbench.store import open_store
 
-    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    folder = tempfile.TemporaryDirectory(prefix="bare-loop-")
+    client = open_store(f"sqlite:///{folder.name}/mlflow.db")
     client.search_experiments()
-    return client
+    return folder, client
 
 
 class NodesLoader:
@@ -159,8 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         "--hold-tracking", action="store_true", help="first open MLflow as a job does (see above)"
     )
     a = p.parse_args(argv)
-    folder = tempfile.TemporaryDirectory(prefix="bare-loop-")
-    tracking = hold_tracking(folder.name) if a.hold_tracking else None
+    tracking = hold_tracking() if a.hold_tracking else None
 
     val = None
     if a.workload == "tensor":
@@ -212,7 +213,6 @@ def main(argv: list[str] | None = None) -> None:
     # torchdata's (still winding down from the last epoch) once aborted the process (SIGABRT).
     del loader, tracking
     gc.collect()
-    folder.cleanup()
 
 
 if __name__ == "__main__":
