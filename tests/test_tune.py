@@ -225,6 +225,24 @@ def test_the_grid_estimate_counts_each_spawn_workers_start():
     assert s.grid_s() == 17 * 10.0 + 2 * (4 + 2) * 3.0 * sum(per_slot)
 
 
+def test_a_spawn_trial_and_its_forked_twin_correct_a_long_import_timing():
+    s = _search({}, cost_share=0.15)
+    s.epochs, s.startup_s = 2, 8.0  # the one timing ran long
+    w0, fork, spawn = Candidate(0), Candidate(2, "fork", True, 2), Candidate(2, "spawn", True, 2)
+    s.done = [Trial(w0, False, 500.0, wall_s=10.0), Trial(spawn, True, 300.0, wall_s=16.0)]
+    assert s.start_each_s() == 8.0  # no forked twin yet: the timing stands
+    s.done.append(Trial(fork, True, 450.0, wall_s=5.0))
+    # 11 s more, for the training and the validation loader's start: 5.5 s each
+    assert s.starts(spawn) == 2 and s.start_each_s() == 5.5
+    assert s.start_s(Candidate(2, "spawn", False, 2)) == 2 * 2 * 5.5
+    s.startup_s = 4.0  # a timing below what the trials showed stands: both err low
+    assert s.start_each_s() == 4.0
+    s.startup_s = math.nan  # not timed: the trials' figure alone
+    assert s.start_each_s() == 5.5
+    s.done[2] = Trial(fork, True, 450.0, wall_s=17.0)  # the twin ran longer: nothing shown
+    assert math.isnan(s.start_each_s()) and s.start_s(spawn) == 0.0
+
+
 @pytest.mark.slow  # a fresh interpreter importing torch: seconds
 def test_a_spawn_workers_start_is_timed_with_the_datasets_own_module():
     cfg = tune_cfg("dataset=custom", "dataset.target=json.JSONDecoder")
