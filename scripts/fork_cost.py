@@ -24,14 +24,11 @@ import torch  # noqa: F401  (what every loop's process holds)
 import torchvision  # noqa: F401
 from bare_loop import hold_tracking  # scripts/, beside this file
 
+from loaderbench.resources import _read_kb  # /proc's kB lines, as the resource monitor reads them
+
 
 def nothing() -> None:
     pass
-
-
-def status(*fields: str) -> dict[str, int]:
-    with open("/proc/self/status") as f:
-        return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in fields}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         worker.join()
         process.append(1e3 * (time.perf_counter() - t0))
     out = {"hold_tracking": a.hold_tracking, "fork_exit_ms": statistics.median(bare)}
-    out |= {"process_ms": statistics.median(process)} | status("RssAnon", "VmPTE")
+    memory = _read_kb("/proc/self/status", (b"RssAnon", b"VmPTE")) or {}
+    out |= {"process_ms": statistics.median(process)} | {k.decode(): v for k, v in memory.items()}
     print(json.dumps(out), flush=True)
     del tracking
 
