@@ -208,6 +208,8 @@ def test_the_cost_cap_keeps_the_search_within_its_share_of_the_grid():
     assert s.probes_left(reserve=3) == 0
     s.cost_share = 57 / 85  # what that takes, and a second to spare
     assert s.within_cost()
+    s.lead_s = 2.0  # the command's start took 2 s: its report and exit are reserved as much
+    assert not s.within_cost()
     assert _search({}, cost_share=None).within_cost()
 
 

@@ -114,6 +114,9 @@ class Search(GridCost):
     startup_s: float = math.nan
     done: list[Trial] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    # the command's own start before the search (Python, Hydra, torch): what follows the
+    # search (the report, the interpreter's exit) is reserved at the same cost
+    lead_s: float = 0.0
     skipped: int = 0  # candidates the cost cap left unprobed
 
     @property

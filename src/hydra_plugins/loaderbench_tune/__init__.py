@@ -176,8 +176,10 @@ def run_search(config: DictConfig, launcher: Any, arguments: Sequence[str]) -> l
     goal = "fed" if config.bench.mode == keys.MODE_EMULATED else "fastest"
     search = Search(space, t.probe_batches, t.trials, t.budget_s, t.confirm_within, goal)
     search.cost_share, search.epochs = t.get("cost_share"), config.trainer.epochs
-    # the cap is on what the user's command costs: its own start (Python, Hydra, torch) too
-    search.started -= max(time.time() - psutil.Process().create_time(), 0.0)
+    # the cap is on what the user's command costs: its own start (Python, Hydra, torch) too,
+    # and as much again for what follows the search (the report, the exit)
+    search.lead_s = max(time.time() - psutil.Process().create_time(), 0.0)
+    search.started -= search.lead_s
     if search.cost_share is not None and any(c.context not in (None, "fork") for c in space.grid()):
         search.startup_s = worker_start_s(config)  # within the search's time: it is its cost
     returns: list[Any] = []
