@@ -386,6 +386,19 @@ class Cut:
             sink.shutdown(socket.SHUT_WR)
 
 
+def job_processes(procs: list) -> list:
+    """Those of ``procs`` (psutil processes) that are the job's: its workers and ranks, not the
+    tracking process (loaderbench.tracking_host)."""
+    import psutil
+
+    out = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            if "loaderbench.tracking_host" not in " ".join(p.cmdline()):
+                out.append(p)
+    return out
+
+
 def still_running(pids) -> list[int]:
     """Those of ``pids`` that are alive (not gone, not zombies waiting for their parent)."""
     import psutil

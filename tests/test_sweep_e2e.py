@@ -19,7 +19,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from loaderbench import keys
-from tests.helpers import ROOT, SMALL, job_env, run_mid_epoch, still_running
+from tests.helpers import ROOT, SMALL, job_env, job_processes, run_mid_epoch, still_running
 
 TINY = [
     "dataset.size=128",
@@ -256,7 +256,7 @@ def test_a_stop_signal_leaves_runs_killed_no_workers_and_no_traceback(tmp_path, 
         except psutil.NoSuchProcess:
             break
         tree |= {k.pid for k in kids}
-        if len(kids) >= 2:
+        if len(job_processes(kids)) >= 2:  # the job's two workers (not the tracking process)
             time.sleep(2)
             break
         time.sleep(0.5)

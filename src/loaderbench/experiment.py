@@ -39,12 +39,12 @@ log = logging.getLogger(__name__)
 def make_tracker(cfg: DictConfig, launch: Launch) -> tracking.Tracker:
     """The job's tracker: none with ``mlflow.enabled=false``, else the configured store,
     checked reachable before any work (a dead server, or one that wants credentials, is one
-    line naming the URI)."""
+    line naming the URI), recorded from the tracking process (:mod:`loaderbench.tracking_host`)."""
     if not cfg.mlflow.enabled:
         return tracking.NullTracker()
     uri = store.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch.launch_dir)
     store.check_reachable(uri)
-    return tracking.MlflowTracker(
+    return tracking.HostedTracker(
         uri,
         cfg.mlflow.experiment,
         parent_run_id=os.environ.get(keys.PARENT_ENV) if launch.multirun else None,

@@ -100,8 +100,14 @@ def _read_kb(path: str, fields: tuple[bytes, ...]) -> dict[bytes, int] | None:
     return found
 
 
+# The tool's own helper processes (the tracking process, loaderbench.tracking_host): not the
+# job's, so left out of its tree, with whatever they start.
+OWN_HELPERS: set[int] = set()
+
+
 def _descendants(pid: int) -> list[int]:
-    """Live descendants of ``pid`` from ``/proc/PID/task/TID/children`` (no scan of /proc)."""
+    """Live descendants of ``pid`` from ``/proc/PID/task/TID/children`` (no scan of /proc),
+    less :data:`OWN_HELPERS` and theirs."""
     out, todo = [], [pid]
     while todo:
         parent = todo.pop()
@@ -112,12 +118,17 @@ def _descendants(pid: int) -> list[int]:
         for tid in tids:
             try:
                 with open(f"/proc/{parent}/task/{tid}/children", "rb") as f:
-                    kids = [int(k) for k in f.read().split()]
+                    kids = [int(k) for k in f.read().split() if int(k) not in OWN_HELPERS]
             except OSError:
                 continue
             out += kids
             todo += kids
     return out
+
+
+def _children(proc: psutil.Process) -> list[psutil.Process]:
+    """``proc``'s live descendants, less :data:`OWN_HELPERS` (which start none)."""
+    return [c for c in proc.children(recursive=True) if c.pid not in OWN_HELPERS]
 
 
 class ResourceMonitor:
@@ -142,7 +153,7 @@ class ResourceMonitor:
     def _tree_cpu(self) -> float:
         t = self._proc.cpu_times()
         live = 0.0
-        for child in self._proc.children(recursive=True):
+        for child in _children(self._proc):
             try:
                 c = child.cpu_times()
                 live += c.user + c.system
@@ -242,7 +253,7 @@ class ResourceMonitor:
 
     def _sample_psutil(self) -> None:
         rss = 0.0
-        for proc in [self._proc, *self._proc.children(recursive=True)]:
+        for proc in [self._proc, *_children(self._proc)]:
             try:
                 rss += proc.memory_info().rss / MB
             except psutil.Error:

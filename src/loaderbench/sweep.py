@@ -116,16 +116,80 @@ class _SacctWithoutAccounting(logging.Filter):
 SACCT_FILTER = _SacctWithoutAccounting()
 
 
+class ParentRun:
+    """The sweep's parent run, opened and kept in the tracking process
+    (:mod:`loaderbench.tracking_host`, so the process that runs the jobs never holds MLflow):
+    this host's runs that a dead process left RUNNING ended first, its tags, its params and
+    ``texts`` (artifact name -> text), and a heartbeat while the jobs run, here or on a cluster
+    (a Slurm sweep waits for hours)."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        run_name: str,
+        tags: dict[str, str],
+        params: dict[str, str],
+        texts: dict[str, str],
+    ):
+        self.tracking_uri = tracking_uri
+        self.client, self.experiment_id = store.open_experiment(tracking_uri, experiment)
+        lost.end_lost_here(self.client)  # earlier sweeps on this host that died without a word
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        self.run_id = run.info.run_id
+        self.heartbeat = Heartbeat(self.client, self.run_id).start()
+        store.log_batch(self.client, self.run_id, params=params)
+        for name, text in texts.items():
+            self.client.log_text(self.run_id, text, name)
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        store.log_batch(self.client, self.run_id, metrics=[(k, v, 0) for k, v in metrics.items()])
+
+    def end_unfinished(self) -> None:
+        lost.end_unfinished(self.client, self.run_id)  # every job has returned: none still runs
+
+    def publish(self, sweep_dir: Path) -> Any:
+        """The report into ``sweep_dir`` and onto the parent, with its links."""
+        from loaderbench.report import publish_report, write_report
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        result = write_report(self.run_id, self.client, sweep_dir)
+        result.links = self.links(result)
+        publish_report(self.run_id, self.client, result, result.links)
+        return result
+
+    def links(self, result: Any) -> list[str]:
+        """Where to look in the MLflow UI: this sweep's runs (a saved view: fastest first, the
+        swept knobs as columns), its charts, and MLflow's compare page of the children."""
+        ids = [r.run_id for r in result.rows]
+        base = ui.ui_base(self.tracking_uri)
+        swept = [k for k in result.varied if k != keys.REPEAT_PARAM] or [keys.WORKERS_PARAM]
+        table, charts = ui.save_sweep_view(
+            self.client, self.experiment_id, self.run_id, swept, VIEW_COLUMNS
+        )
+        return [
+            f"- runs: {base}{table}",
+            f"- charts: {base}{charts}",
+            f"- compare: {base}{ui.compare_page(self.experiment_id, ids)}",
+        ]
+
+    def finish(self, status: str, tags: dict[str, str] | None = None) -> None:
+        self.heartbeat.stop()
+        if tags:
+            store.log_batch(self.client, self.run_id, tags=tags)
+        self.client.set_terminated(self.run_id, status)
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
-        self.client: Any = None
+        self.parent: Any = None  # the ParentRun, in the tracking process
         self.parent_run_id: str | None = None
-        self.experiment_id: str | None = None
         self.total: int | None = None
-        self.heartbeat: Heartbeat | None = None
 
     # -- start ---------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from loaderbench import tracking_host
+
         self.sweep_dir = Path(config.hydra.sweep.dir)
         if is_tune(config):  # the tune.* values and what the command line sweeps, checked
             from hydra_plugins.loaderbench_tune import check  # before anything is recorded
@@ -143,33 +207,30 @@ class SweepCallback(Callback):
         except ConfigError as exc:  # Hydra would turn it into a warning and launch the jobs
             log.error("error: %s", exc)
             sys.exit(2)
-        self.client, experiment_id = store.open_experiment(uri, config.mlflow.experiment)
-        self.tracking_uri, self.experiment_id = uri, experiment_id
-        lost.end_lost_here(self.client)  # earlier sweeps on this host that died without a word
+        self.tracking_uri = uri
         if "Slurm" in str(config.hydra.launcher.get("_target_", "")):
             logging.getLogger("submitit").addFilter(SACCT_FILTER)
         definition = sweep_definition(config)
         swept, self.total = sweep_grid(config)
-        run = self.client.create_run(
-            experiment_id,
-            run_name=f"sweep {self._sweep_label()}",
-            tags={
-                keys.ROLE_TAG: keys.ROLE_SWEEP,
-                keys.SWEEP_DIR_TAG: str(self.sweep_dir.resolve()),
-                keys.OVERRIDES_TAG: definition,
-                keys.LAUNCHER_TAG: str(config.hydra.launcher.get("_target_", "")),
-                **process_tags(),
-            },
-        )
-        self.parent_run_id = run.info.run_id
-        # Beats while the jobs run, here or on a cluster (a Slurm sweep waits for hours).
-        self.heartbeat = Heartbeat(self.client, self.parent_run_id).start()
+        tags = {
+            keys.ROLE_TAG: keys.ROLE_SWEEP,
+            keys.SWEEP_DIR_TAG: str(self.sweep_dir.resolve()),
+            keys.OVERRIDES_TAG: definition,
+            keys.LAUNCHER_TAG: str(config.hydra.launcher.get("_target_", "")),
+            **process_tags(),  # this process's: it runs the sweep
+        }
         params = {k: "null" if v is None else str(v) for k, v in constants(config, swept).items()}
-        store.log_batch(self.client, self.parent_run_id, params=params)
         cfg = OmegaConf.to_container(config, resolve=False)
         cfg.pop("hydra", None)
-        self.client.log_text(self.parent_run_id, definition + "\n", keys.SWEEP_ARTIFACT)
-        self.client.log_text(self.parent_run_id, OmegaConf.to_yaml(cfg), keys.BASE_CONFIG_ARTIFACT)
+        texts = {
+            keys.SWEEP_ARTIFACT: definition + "\n",
+            keys.BASE_CONFIG_ARTIFACT: OmegaConf.to_yaml(cfg),
+        }
+        name = f"sweep {self._sweep_label()}"
+        self.parent = tracking_host.make(
+            ParentRun, uri, config.mlflow.experiment, name, tags, params, texts
+        )
+        self.parent_run_id = self.parent.get("run_id")
         # Jobs read the parent's id from the environment: it reaches in-process jobs, submitit's
         # local subprocesses and Slurm jobs (sbatch exports the submitting environment).
         os.environ[keys.PARENT_ENV] = self.parent_run_id
@@ -188,22 +249,18 @@ class SweepCallback(Callback):
             self._finish("FAILED")
 
     def _finish(self, status: str, tags: dict[str, str] | None = None) -> None:
-        parent, self.parent_run_id = self.parent_run_id, None
+        self.parent_run_id = None
         ACTIVE.unregister(self)
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
         for var in (keys.PARENT_ENV, keys.SWEPT_ENV):
             os.environ.pop(var, None)
-        if tags:
-            store.log_batch(self.client, parent, tags=tags)
-        self.client.set_terminated(parent, status)
+        self.parent.finish(status, tags)
 
     def interrupt(self, signal_name: str) -> Interruption:
         """The report of the jobs that finished, then the parent KILLED (see cli.main)."""
         parent = self.parent_run_id
         finished = 0
         try:
-            result = self._publish(parent)
+            result = self.parent.publish(self.sweep_dir)
             finished = sum(r.finished for r in result.rows)
         except Exception as exc:  # the report is a courtesy here: the KILLED mark must land
             log.warning("no report for the interrupted sweep: %s", exc)
@@ -213,41 +270,15 @@ class SweepCallback(Callback):
     def log_on_parent(self, metrics: dict[str, float]) -> None:
         """Metrics on the parent run (a sweeper's own figures), while it is open."""
         if self.parent_run_id is not None:
-            store.log_batch(
-                self.client, self.parent_run_id, metrics=[(k, v, 0) for k, v in metrics.items()]
-            )
-
-    def _publish(self, parent: str) -> Any:
-        from loaderbench.report import publish_report, write_report
-
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        result = write_report(parent, self.client, self.sweep_dir)
-        result.links = self.links(result, parent)
-        publish_report(parent, self.client, result, result.links)
-        return result
-
-    def links(self, result: Any, parent: str) -> list[str]:
-        """Where to look in the MLflow UI: this sweep's runs (a saved view: fastest first, the
-        swept knobs as columns), its charts, and MLflow's compare page of the children."""
-        ids = [r.run_id for r in result.rows]
-        base = ui.ui_base(self.tracking_uri)
-        swept = [k for k in result.varied if k != keys.REPEAT_PARAM] or [keys.WORKERS_PARAM]
-        table, charts = ui.save_sweep_view(
-            self.client, self.experiment_id, parent, swept, VIEW_COLUMNS
-        )
-        return [
-            f"- runs: {base}{table}",
-            f"- charts: {base}{charts}",
-            f"- compare: {base}{ui.compare_page(self.experiment_id, ids)}",
-        ]
+            self.parent.log_metrics(metrics)
 
     # -- end -----------------------------------------------------------------------------
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         failed = sorted(str(p.parent.name) for p in self.sweep_dir.glob(f"*/{JOB_ERROR_FILE}"))
         if self.parent_run_id is not None:
             parent = self.parent_run_id
-            lost.end_unfinished(self.client, parent)  # every job has returned: none still runs
-            result = self._publish(parent)
+            self.parent.end_unfinished()
+            result = self.parent.publish(self.sweep_dir)
             self._finish("FINISHED")
             log.info("\n%s", result.markdown)
             log.info("report: %s (and on parent run %s)", self.sweep_dir / keys.REPORT_MD, parent)

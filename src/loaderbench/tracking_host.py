@@ -1,0 +1,313 @@
+"""MLflow in a process of its own, so that the process that forks DataLoader workers never holds it.
+
+Importing MLflow and opening a store adds ~140 MB of mappings to a process (MLflow +48 MB, the
+pandas it imports +30, SQLAlchemy and the open store +43). Forking copies the page tables, so each
+worker start costs more in a process that holds them: fork, exit and wait took 40.7 ms against
+28.1 without them (``scripts/fork_cost.py``). Workers that do not persist are forked every epoch,
+inside the clock: a user's Dataset at 2 workers measured 0.960 of a bare loop, and 1.033 of a bare
+loop that held MLflow as the job did (docs/results.md).
+
+So a job's tracker (:class:`~loaderbench.tracking.MlflowTracker`) and a sweep's parent run live in
+the *tracking process*, ``python -m loaderbench.tracking_host``, started once per process when
+first needed. :func:`make` builds an object there and returns a :class:`Hosted` handle whose
+method calls run there, one at a time, in order, and wait for their answer. Each call carries this
+process's working directory and the environment's changes, so the store sees what it would see
+here (credentials included: they travel in the environment, never as an argument or in a log).
+What the tracking process logs comes back with the next answer and goes to this process's loggers;
+its exceptions come back as themselves where this process can unpickle them without MLflow (the
+project's own, builtins), else as :class:`HostedError` with the type's name and message.
+
+The tracking process ignores SIGINT and SIGTERM: a stop reaches the whole process group, and the
+job must still record its run KILLED through it. It ends when its socket closes: at this
+process's exit (:func:`close`, which waits for it), or at its death, when a run left open is
+RUNNING until :mod:`loaderbench.lost` ends it, as before. The resource monitor leaves it out of
+the job's tree (:data:`loaderbench.resources.OWN_HELPERS`): it is the tool's, not the job's.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import pickle
+import queue
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from loaderbench import resources
+
+log = logging.getLogger(__name__)
+_HEADER = struct.Struct("!QQ")  # the request's number, the message's length
+_OWN = ("builtins", "loaderbench", "hydra", "omegaconf")  # exceptions that unpickle here as such
+START_TIMEOUT_S = 120.0  # a cold import of MLflow on a busy node
+
+
+class HostedError(RuntimeError):
+    """An exception in the tracking process whose type this process does not import."""
+
+
+class HostGone(RuntimeError):
+    """The tracking process ended while this process still needed it."""
+
+
+def _send(sock: socket.socket, seq: int, message: Any) -> None:
+    data = pickle.dumps(message)
+    sock.sendall(_HEADER.pack(seq, len(data)) + data)  # one call: a stop signal cannot split it
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    parts, left = [], n
+    while left:
+        chunk = sock.recv(min(left, 1 << 20))
+        if not chunk:
+            return None
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def _recv(sock: socket.socket) -> tuple[int, bytes] | None:
+    """The next message's number and pickled bytes, or None at the end of the stream."""
+    header = _recv_exact(sock, _HEADER.size)
+    if header is None:
+        return None
+    seq, size = _HEADER.unpack(header)
+    data = _recv_exact(sock, size)
+    return None if data is None else (seq, data)
+
+
+class Host:
+    """This process's end of the tracking process: requests go out from any thread, one at a
+    time; a reader thread takes the answers, so a stop signal that interrupts a wait in the main
+    thread leaves the stream whole (the late answer is dropped by its number)."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        self.sock = ours
+        cmd = [sys.executable, "-m", "loaderbench.tracking_host", str(theirs.fileno())]
+        self.proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        theirs.close()
+        resources.OWN_HELPERS.add(self.proc.pid)
+        self._answers: queue.Queue[Any] = queue.Queue()
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._env: dict[str, str] = {}
+        self._reader = threading.Thread(target=self._read, name="loaderbench-tracking", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            while (message := _recv(self.sock)) is not None:
+                seq, data = message
+                try:
+                    ok, value, records = pickle.loads(data)
+                except Exception as exc:  # a type this process cannot import: that call fails
+                    ok, value, records = False, HostedError(f"an unreadable answer: {exc}"), []
+                self._answers.put((seq, ok, value, records))
+        except OSError:
+            pass
+        self._answers.put(None)  # the tracking process is gone
+
+    def request(self, kind: str, *payload: Any) -> Any:
+        """Send one request and wait for its answer; its logs go to this process's loggers."""
+        with self._lock:
+            env = dict(os.environ)
+            changes = {k: v for k, v in env.items() if self._env.get(k) != v}
+            removed = [k for k in self._env if k not in env]
+            self._seq += 1
+            seq = self._seq
+            try:
+                # the payload apart: one the other side cannot unpickle fails its call alone
+                message = (kind, os.getcwd(), changes, removed, pickle.dumps(payload))
+                _send(self.sock, seq, message)
+            except OSError as exc:
+                raise HostGone(f"the tracking process (pid {self.proc.pid}) is gone") from exc
+            self._env = env
+            while True:
+                answer = self._answers.get()
+                if answer is None:
+                    self._answers.put(None)
+                    code = self.proc.poll()
+                    raise HostGone(f"the tracking process (pid {self.proc.pid}) ended ({code})")
+                number, ok, value, records = answer
+                for record in records:
+                    logging.getLogger(record["name"]).handle(logging.makeLogRecord(record))
+                if number == seq:
+                    break
+        if not ok:
+            raise value
+        return value
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """End the tracking process: it finishes the request at hand, then exits."""
+        resources.OWN_HELPERS.discard(self.proc.pid)
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Hosted:
+    """An object in the tracking process: ``hosted.method(...)`` runs there; :meth:`get`
+    reads an attribute."""
+
+    def __init__(self, host: Host, handle: int):
+        self._host, self._handle = host, handle
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self._host.request("call", self._handle, name, args, kwargs)
+
+    def get(self, name: str) -> Any:
+        return self._host.request("get", self._handle, name)
+
+
+_host: Host | None = None
+_host_lock = threading.Lock()
+
+
+def host() -> Host:
+    """This process's tracking process, started on first use."""
+    global _host
+    with _host_lock:
+        if _host is None or _host.proc.poll() is not None:
+            _host = Host()
+            atexit.register(close)
+        return _host
+
+
+def _forget_in_child() -> None:
+    """In a forked child (a DataLoader worker): not its tracking process. Its copy of the socket
+    closes, so the tracking process still sees the end when this process ends."""
+    global _host
+    if _host is not None:
+        with contextlib.suppress(OSError):
+            _host.sock.close()
+        _host = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def make(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Hosted:
+    """``factory(*args, **kwargs)`` built in the tracking process (a class or function of a
+    module, passed by its name), and its handle."""
+    h = host()
+    return Hosted(h, h.request("make", factory, args, kwargs))
+
+
+def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)`` run in the tracking process; its answer."""
+    return host().request("function", function, args, kwargs)
+
+
+def close() -> None:
+    """End this process's tracking process, if it runs (at exit; a test may call it)."""
+    global _host
+    with _host_lock:
+        h, _host = _host, None
+    if h is not None:
+        h.close()
+
+
+# --- the tracking process ---------------------------------------------------------------------
+class _Collect(logging.Handler):
+    """Keeps what the tracking process logs, for the next answer."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[dict[str, Any]] = []
+        self.lock_ = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = dict(vars(record), msg=record.getMessage(), args=None, exc_info=None)
+        if record.exc_info:
+            fields["msg"] += "\n" + logging.Formatter().formatException(record.exc_info)
+        with self.lock_:
+            self.records.append(fields)
+
+    def take(self) -> list[dict[str, Any]]:
+        with self.lock_:
+            out, self.records = self.records, []
+        return out
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` where the other side can unpickle it without MLflow, else a HostedError."""
+    kind = type(exc)
+    if kind.__module__.split(".")[0] in _OWN:
+        try:
+            pickle.loads(pickle.dumps(exc))
+            return exc
+        except Exception:
+            pass
+    return HostedError(f"{kind.__module__}.{kind.__qualname__}: {exc}")
+
+
+def _import_mlflow() -> None:
+    with contextlib.suppress(Exception):  # the request that needs it says why
+        import mlflow.tracking  # noqa: F401
+
+
+def serve(fd: int) -> None:
+    """The tracking process's loop: one request at a time, until the socket closes."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    sys.stdout = sys.stderr  # a print must never reach the other side as an answer
+    collect = _Collect()
+    root = logging.getLogger()
+    root.handlers[:] = [collect]
+    root.setLevel(logging.INFO)
+    sock = socket.socket(fileno=fd)
+    # MLflow's import (~3 s) while the job builds its dataset: the first request waits less
+    threading.Thread(target=_import_mlflow, name="loaderbench-import", daemon=True).start()
+    objects: dict[int, Any] = {}
+    while (request := _recv(sock)) is not None:
+        seq, data = request
+        kind, cwd, changes, removed, payload = pickle.loads(data)
+        os.environ.update(changes)
+        for key in removed:
+            os.environ.pop(key, None)
+        ok, value = True, None
+        try:
+            os.chdir(cwd)
+            payload = pickle.loads(payload)
+            if kind == "make":
+                factory, args, kwargs = payload
+                objects[seq] = factory(*args, **kwargs)
+                value = seq
+            elif kind == "call":
+                handle, name, args, kwargs = payload
+                value = getattr(objects[handle], name)(*args, **kwargs)
+            elif kind == "get":
+                handle, name = payload
+                value = getattr(objects[handle], name)
+            else:  # "function"
+                function, args, kwargs = payload
+                value = function(*args, **kwargs)
+            pickle.dumps(value)
+        except Exception as exc:
+            ok, value = False, _portable(exc)
+        try:
+            _send(sock, seq, (ok, value, collect.take()))
+        except OSError:
+            return
+
+
+if __name__ == "__main__":
+    # this module's own names, not __main__'s: a HostedError it sends unpickles on the other side
+    from loaderbench.tracking_host import serve as _serve
+
+    _serve(int(sys.argv[1]))
