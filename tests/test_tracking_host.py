@@ -78,6 +78,22 @@ def test_the_tracking_process_outlives_a_stop_signal_and_ends_with_its_socket():
     assert tracking_host.call(os.getpid) != host.proc.pid  # the next use starts another
 
 
+def test_where_the_tracking_process_cannot_start_the_run_is_recorded_from_here(
+    sqlite_uri, tmp_path, monkeypatch, caplog
+):
+    tracking_host.close()
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    monkeypatch.setattr(tracking_host, "_unavailable", None)
+    with caplog.at_level(logging.WARNING, logger="loaderbench.tracking_host"):
+        tracker = HostedTracker(sqlite_uri, "e", offline_dir=tmp_path)
+        tracker.start(run_name="local", params={}, tags={})
+        tracker.end("FINISHED")
+        assert tracking_host.call(os.getpid) == os.getpid()
+    assert caplog.text.count("the tracking process could not start (FileNotFoundError") == 1
+    run = store.open_store(sqlite_uri, must_exist=True).get_run(tracker.run_id)
+    assert (run.info.status, run.info.run_name) == ("FINISHED", "local")
+
+
 @pytest.mark.slow
 def test_a_jobs_process_never_imports_mlflow(tmp_path):
     """A single run and a sweep, with workers forked every epoch: MLflow, pandas and SQLAlchemy

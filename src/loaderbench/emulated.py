@@ -91,23 +91,22 @@ def resolve_step(
         per = float(bench.step_per_sample_ms)
         why = f"bench.step_per_sample_ms={per:g} x {batch_size} samples a batch"
         return StepTime(None, per, batch_size, why)
-    from loaderbench import store
+    from loaderbench import store, tracking_host
 
     run_id, key = str(bench.step_from), f"bench.step_from={bench.step_from}"
     fix = "give the id of a recorded model_only or train run (the MLflow UI shows it)"
     uri = store.resolve_tracking_uri(tracking_uri, launch_dir)
-    try:
-        run = store.get_run(store.open_store(uri, must_exist=True), run_id)
+    try:  # read in the tracking process: this one, which forks the workers, never holds MLflow
+        ms, params, device = tracking_host.call(_recorded_step, uri, run_id)
     except store.NotInStore as exc:
         raise ConfigError(f"{key}: {exc}; {fix}") from None
-    ms = compute_per_batch_ms(run)
-    mode = run.data.params.get(keys.MODE_PARAM, keys.MODE_TRAIN)
+    mode = params.get(keys.MODE_PARAM, keys.MODE_TRAIN)
     if not (math.isfinite(ms) and ms > 0):
         raise ConfigError(
             f"{key}: run {run_id} ({mode}) has no compute figure "
             f"({keys.SUMMARY_COMPUTE_PER_BATCH}, or {keys.COMPUTE_S} per batch); {fix}"
         )
-    theirs = run.data.params.get(keys.BATCH_SIZE_PARAM, "?")
+    theirs = params.get(keys.BATCH_SIZE_PARAM, "?")
     if theirs != str(batch_size):
         log.warning(
             "%s: run %s stepped batches of %s, this run's are %d: T is its figure per batch",
@@ -116,9 +115,20 @@ def resolve_step(
             theirs,
             batch_size,
         )
-    device = run.data.tags.get("env.device_name", "?")
     why = f"run {run_id}'s compute per batch ({mode}, batch {theirs}, on {device})"
     return StepTime(ms, None, batch_size, why)
+
+
+def _recorded_step(tracking_uri: str, run_id: str) -> tuple[float, dict[str, str], str]:
+    """A recorded run's compute per batch, its params and its device (in the tracking process)."""
+    from loaderbench import store
+
+    run = store.get_run(store.open_store(tracking_uri, must_exist=True), run_id)
+    return (
+        compute_per_batch_ms(run),
+        dict(run.data.params),
+        run.data.tags.get("env.device_name", "?"),
+    )
 
 
 class CpuStep:

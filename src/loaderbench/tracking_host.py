@@ -22,6 +22,8 @@ job must still record its run KILLED through it. It ends when its socket closes:
 process's exit (:func:`close`, which waits for it), or at its death, when a run left open is
 RUNNING until :mod:`loaderbench.lost` ends it, as before. The resource monitor leaves it out of
 the job's tree (:data:`loaderbench.resources.OWN_HELPERS`): it is the tool's, not the job's.
+Where it cannot start (this process's interpreter may not be run again by its user), the objects
+stay in this process (:class:`Local`), with a warning once.
 """
 
 from __future__ import annotations
@@ -92,8 +94,13 @@ class Host:
         ours, theirs = socket.socketpair()
         self.sock = ours
         cmd = [sys.executable, "-m", "loaderbench.tracking_host", str(theirs.fileno())]
-        self.proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
-        theirs.close()
+        try:
+            self.proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         resources.OWN_HELPERS.add(self.proc.pid)
         self._answers: queue.Queue[Any] = queue.Queue()
         self._lock = threading.Lock()
@@ -174,16 +181,42 @@ class Hosted:
         return self._host.request("get", self._handle, name)
 
 
+class Local:
+    """An object kept in this process, with :class:`Hosted`'s interface: where the tracking
+    process cannot start."""
+
+    def __init__(self, obj: Any):
+        self._obj = obj
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._obj, name)
+
+    def get(self, name: str) -> Any:
+        return getattr(self._obj, name)
+
+
 _host: Host | None = None
+_unavailable: str | None = None  # why the tracking process could not start, once it could not
 _host_lock = threading.Lock()
 
 
-def host() -> Host:
-    """This process's tracking process, started on first use."""
-    global _host
+def host() -> Host | None:
+    """This process's tracking process, started on first use; None where it cannot start (an
+    interpreter this user may not run again: a setuid job whose Python lies under another user's
+    home), said once, and then the caller's objects stay in this process."""
+    global _host, _unavailable
     with _host_lock:
-        if _host is None or _host.proc.poll() is not None:
-            _host = Host()
+        if _unavailable is None and (_host is None or _host.proc.poll() is not None):
+            try:
+                _host = Host()
+            except OSError as exc:
+                _unavailable = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "the tracking process could not start (%s): MLflow is recorded from this "
+                    "process, whose workers' forks then cost more (docs/results.md)",
+                    _unavailable,
+                )
+                return None
             atexit.register(close)
         return _host
 
@@ -201,16 +234,19 @@ def _forget_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
-def make(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Hosted:
+def make(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Hosted | Local:
     """``factory(*args, **kwargs)`` built in the tracking process (a class or function of a
     module, passed by its name), and its handle."""
     h = host()
+    if h is None:
+        return Local(factory(*args, **kwargs))
     return Hosted(h, h.request("make", factory, args, kwargs))
 
 
 def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``function(*args, **kwargs)`` run in the tracking process; its answer."""
-    return host().request("function", function, args, kwargs)
+    h = host()
+    return function(*args, **kwargs) if h is None else h.request("function", function, args, kwargs)
 
 
 def close() -> None:
