@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -66,6 +67,14 @@ def test_errors_logs_and_the_environment_cross_over(monkeypatch, caplog):
     assert "from the tracking process: a warning" in caplog.text
     monkeypatch.delenv("LOADERBENCH_TEST_VALUE")
     assert tracking_host.call(_warn, "again") == "unset"
+
+
+def test_a_handle_pickled_into_another_process_points_at_nothing(sqlite_uri, tmp_path):
+    """submitit pickles the launcher with the sweep's callback, which holds the parent run."""
+    tracker = HostedTracker(sqlite_uri, "e", offline_dir=tmp_path)
+    copy = pickle.loads(pickle.dumps(tracker))
+    with pytest.raises(tracking_host.HostGone, match="another process's tracking process"):
+        copy.log_params({"a": 1})
 
 
 def test_the_tracking_process_outlives_a_stop_signal_and_ends_with_its_socket():

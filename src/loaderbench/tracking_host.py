@@ -180,6 +180,18 @@ class Hosted:
     def get(self, name: str) -> Any:
         return self._host.request("get", self._handle, name)
 
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _Elsewhere, ()  # submitit pickles the launcher, the sweep's callback with it
+
+
+class _Elsewhere:
+    """A :class:`Hosted` handle unpickled in another process, where it points at nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise HostGone(f"{name}: a handle to another process's tracking process")
+
 
 class Local:
     """An object kept in this process, with :class:`Hosted`'s interface: where the tracking
