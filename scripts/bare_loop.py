@@ -18,9 +18,9 @@ is a user's own Dataset (examples/mypkg's ``PackedJpegs``, Basic transforms in a
 user writes one). Prints one JSON line: per-epoch samples/s.
 
 ``--hold-tracking`` is a diagnostic: before the loop, the process imports MLflow and opens a
-SQLite store, as a job's process holds them (~150 MB more anonymous memory, the pandas MLflow
-imports included, which every worker's fork copies the page tables of). Nothing of it runs in
-the loop.
+SQLite store, as a job's process held them before the tracking process (~150 MB more anonymous
+memory, the pandas MLflow imports included, which every worker's fork copies the page tables of).
+Nothing of it runs in the loop.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-classes", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument(
-        "--hold-tracking", action="store_true", help="first open MLflow as a job does (see above)"
+        "--hold-tracking", action="store_true", help="first open MLflow as a job did (see above)"
     )
     a = p.parse_args(argv)
     tracking = hold_tracking() if a.hold_tracking else None

@@ -30,8 +30,9 @@ next one's, less that job's set-up (dataset, model, loaders), epochs and evaluat
 Hydra's job set-up, opening the run, logging, the sampler's start and stop.
 
 ``--bare-holds-tracking`` is a diagnostic: every bare loop first imports MLflow and opens a SQLite
-store, as the job's process does (``bare_loop.py --hold-tracking``), so the ratio leaves out what
-holding them costs (docs/results.md: forking a bigger process, per worker per epoch).
+store, as the job's process did before the tracking process kept MLflow out of it
+(``bare_loop.py --hold-tracking``): what holding them costs a loop that forks its workers every
+epoch (docs/results.md: forking a bigger process, per worker per epoch).
 
 Prints ``<workload> bare X/s loaderbench Y/s ratio R`` per workload, the lowest ratio last,
 then the per-job overhead. Always exits 0: it is a measurement, not a test.
