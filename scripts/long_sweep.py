@@ -117,8 +117,8 @@ def at(samples: list[tuple[float, float, int]], t: float) -> tuple[float, float,
 
 def read_back(url: str, folder: Path, samples) -> dict:
     from loaderbench import keys, store, ui
+    from loaderbench.parent_run import VIEW_COLUMNS
     from loaderbench.report import write_report
-    from loaderbench.sweep import VIEW_COLUMNS
 
     client = store.open_store(url)
     exp = client.get_experiment_by_name("loaderbench").experiment_id

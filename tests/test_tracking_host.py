@@ -16,7 +16,8 @@ import pytest
 from loaderbench import keys, store, tracking_host
 from loaderbench.config import ConfigError
 from loaderbench.resources import _descendants
-from loaderbench.tracking import HostedTracker, Tracker
+from loaderbench.tracking import Tracker
+from loaderbench.tracking_host import HostedTracker
 from tests.helpers import ROOT, still_running
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
-from loaderbench import config, job, keys, store, tracking
+from loaderbench import config, job, keys, store, tracking, tracking_host
 from loaderbench.active import ACTIVE
 from loaderbench.config import ConfigError
 from loaderbench.job import Setup
@@ -44,7 +44,7 @@ def make_tracker(cfg: DictConfig, launch: Launch) -> tracking.Tracker:
         return tracking.NullTracker()
     uri = store.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch.launch_dir)
     store.check_reachable(uri)
-    return tracking.HostedTracker(
+    return tracking_host.HostedTracker(
         uri,
         cfg.mlflow.experiment,
         parent_run_id=os.environ.get(keys.PARENT_ENV) if launch.multirun else None,

@@ -1,10 +1,10 @@
 """Where a run's results go: the :class:`Tracker` protocol and its implementations.
 
 :class:`NullTracker` (``mlflow.enabled=false``: nothing recorded, mlflow never imported),
-:class:`InMemoryTracker` (tests inject it), :class:`MlflowTracker` (one MLflow run, opened
-through :mod:`loaderbench.store`) and :class:`HostedTracker`, a job's: an MlflowTracker in the
-tracking process (:mod:`loaderbench.tracking_host`), so that the job's process never holds
-MLflow. The metric keys come from :mod:`loaderbench.keys`; the metrics themselves from
+:class:`InMemoryTracker` (tests inject it) and :class:`MlflowTracker` (one MLflow run, opened
+through :mod:`loaderbench.store`; a job's lives in the tracking process, as
+:class:`loaderbench.tracking_host.HostedTracker`, so that the job's process never holds MLflow).
+The metric keys come from :mod:`loaderbench.keys`; the metrics themselves from
 :mod:`loaderbench.timing`. mlflow is imported inside methods only:
 ``import mlflow`` costs ~3 s, and spawned DataLoader workers re-import the main module.
 """
@@ -288,36 +288,3 @@ class MlflowTracker:
             f"run {self.run_id} in experiment '{self.experiment}' of {self.tracking_uri}"
             f"\nlook at it: {ui.ui_command(self.tracking_uri, page)}"
         )
-
-
-class HostedTracker:
-    """An :class:`MlflowTracker` (the same arguments) in the tracking process
-    (:mod:`loaderbench.tracking_host`): each call runs there and waits for its answer."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        from loaderbench import tracking_host
-
-        self._remote = tracking_host.make(MlflowTracker, *args, **kwargs)
-        self.run_id: str | None = None
-
-    def start(self, *, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
-        self._remote.start(run_name=run_name, params=dict(params), tags=dict(tags))
-        self.run_id = self._remote.get("run_id")
-
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        self._remote.log_metrics(dict(metrics), step)
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        self._remote.log_params(dict(params))
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        self._remote.log_text(text, artifact_file)
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        self._remote.set_tags(dict(tags))
-
-    def end(self, status: str = "FINISHED") -> None:
-        self._remote.end(status)
-
-    def where(self) -> str:
-        return self._remote.where()

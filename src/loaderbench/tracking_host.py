@@ -34,55 +34,33 @@ import logging
 import os
 import pickle
 import queue
-import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from loaderbench import resources
+from loaderbench.tracking_process import HostedError, recv, send
+
+__all__ = [
+    "HostGone",
+    "HostedError",
+    "Hosted",
+    "HostedTracker",
+    "Local",
+    "call",
+    "close",
+    "host",
+    "make",
+]
 
 log = logging.getLogger(__name__)
-_HEADER = struct.Struct("!QQ")  # the request's number, the message's length
-_OWN = ("builtins", "loaderbench", "hydra", "omegaconf")  # exceptions that unpickle here as such
-START_TIMEOUT_S = 120.0  # a cold import of MLflow on a busy node
-
-
-class HostedError(RuntimeError):
-    """An exception in the tracking process whose type this process does not import."""
 
 
 class HostGone(RuntimeError):
     """The tracking process ended while this process still needed it."""
-
-
-def _send(sock: socket.socket, seq: int, message: Any) -> None:
-    data = pickle.dumps(message)
-    sock.sendall(_HEADER.pack(seq, len(data)) + data)  # one call: a stop signal cannot split it
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
-    parts, left = [], n
-    while left:
-        chunk = sock.recv(min(left, 1 << 20))
-        if not chunk:
-            return None
-        parts.append(chunk)
-        left -= len(chunk)
-    return b"".join(parts)
-
-
-def _recv(sock: socket.socket) -> tuple[int, bytes] | None:
-    """The next message's number and pickled bytes, or None at the end of the stream."""
-    header = _recv_exact(sock, _HEADER.size)
-    if header is None:
-        return None
-    seq, size = _HEADER.unpack(header)
-    data = _recv_exact(sock, size)
-    return None if data is None else (seq, data)
 
 
 class Host:
@@ -111,12 +89,12 @@ class Host:
 
     def _read(self) -> None:
         try:
-            while (message := _recv(self.sock)) is not None:
-                seq, data = message
+            while (message := recv(self.sock)) is not None:
+                seq, (ok, value, records) = message
                 try:
-                    ok, value, records = pickle.loads(data)
+                    value = pickle.loads(value)
                 except Exception as exc:  # a type this process cannot import: that call fails
-                    ok, value, records = False, HostedError(f"an unreadable answer: {exc}"), []
+                    ok, value = False, HostedError(f"an unreadable answer: {exc}")
                 self._answers.put((seq, ok, value, records))
         except OSError:
             pass
@@ -132,8 +110,7 @@ class Host:
             seq = self._seq
             try:
                 # the payload apart: one the other side cannot unpickle fails its call alone
-                message = (kind, os.getcwd(), changes, removed, pickle.dumps(payload))
-                _send(self.sock, seq, message)
+                send(self.sock, seq, (kind, os.getcwd(), changes, removed, pickle.dumps(payload)))
             except OSError as exc:
                 raise HostGone(f"the tracking process (pid {self.proc.pid}) is gone") from exc
             self._env = env
@@ -270,92 +247,41 @@ def close() -> None:
         h.close()
 
 
-# --- the tracking process ---------------------------------------------------------------------
-class _Collect(logging.Handler):
-    """Keeps what the tracking process logs, for the next answer."""
+class HostedTracker:
+    """A job's :class:`~loaderbench.tracking.Tracker`: an
+    :class:`~loaderbench.tracking.MlflowTracker` (the same arguments) in the tracking process,
+    each call run there and its answer awaited."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[dict[str, Any]] = []
-        self.lock_ = threading.Lock()
+    def __init__(self, *args: Any, **kwargs: Any):
+        from loaderbench.tracking import MlflowTracker
 
-    def emit(self, record: logging.LogRecord) -> None:
-        fields = dict(vars(record), msg=record.getMessage(), args=None, exc_info=None)
-        if record.exc_info:
-            fields["msg"] += "\n" + logging.Formatter().formatException(record.exc_info)
-        with self.lock_:
-            self.records.append(fields)
+        self._remote = make(MlflowTracker, *args, **kwargs)
+        self.run_id: str | None = None
 
-    def take(self) -> list[dict[str, Any]]:
-        with self.lock_:
-            out, self.records = self.records, []
-        return out
+    def start(self, *, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        self._remote.start(run_name=run_name, params=dict(params), tags=dict(tags))
+        self.run_id = self._remote.get("run_id")
 
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        self._remote.log_metrics(dict(metrics), step)
 
-def _portable(exc: BaseException) -> BaseException:
-    """``exc`` where the other side can unpickle it without MLflow, else a HostedError."""
-    kind = type(exc)
-    if kind.__module__.split(".")[0] in _OWN:
-        try:
-            pickle.loads(pickle.dumps(exc))
-            return exc
-        except Exception:
-            pass
-    return HostedError(f"{kind.__module__}.{kind.__qualname__}: {exc}")
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._remote.log_params(dict(params))
 
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._remote.log_text(text, artifact_file)
 
-def _import_mlflow() -> None:
-    with contextlib.suppress(Exception):  # the request that needs it says why
-        import mlflow.tracking  # noqa: F401
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self._remote.set_tags(dict(tags))
+
+    def end(self, status: str = "FINISHED") -> None:
+        self._remote.end(status)
+
+    def where(self) -> str:
+        return self._remote.where()
 
 
-def serve(fd: int) -> None:
-    """The tracking process's loop: one request at a time, until the socket closes."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    sys.stdout = sys.stderr  # a print must never reach the other side as an answer
-    collect = _Collect()
-    root = logging.getLogger()
-    root.handlers[:] = [collect]
-    root.setLevel(logging.INFO)
-    sock = socket.socket(fileno=fd)
-    # MLflow's import (~3 s) while the job builds its dataset: the first request waits less
-    threading.Thread(target=_import_mlflow, name="loaderbench-import", daemon=True).start()
-    objects: dict[int, Any] = {}
-    while (request := _recv(sock)) is not None:
-        seq, data = request
-        kind, cwd, changes, removed, payload = pickle.loads(data)
-        os.environ.update(changes)
-        for key in removed:
-            os.environ.pop(key, None)
-        ok, value = True, None
-        try:
-            os.chdir(cwd)
-            payload = pickle.loads(payload)
-            if kind == "make":
-                factory, args, kwargs = payload
-                objects[seq] = factory(*args, **kwargs)
-                value = seq
-            elif kind == "call":
-                handle, name, args, kwargs = payload
-                value = getattr(objects[handle], name)(*args, **kwargs)
-            elif kind == "get":
-                handle, name = payload
-                value = getattr(objects[handle], name)
-            else:  # "function"
-                function, args, kwargs = payload
-                value = function(*args, **kwargs)
-            pickle.dumps(value)
-        except Exception as exc:
-            ok, value = False, _portable(exc)
-        try:
-            _send(sock, seq, (ok, value, collect.take()))
-        except OSError:
-            return
+if __name__ == "__main__":  # the loop, in a module imported as itself (its errors unpickle here)
+    from loaderbench.tracking_process import serve
 
-
-if __name__ == "__main__":
-    # this module's own names, not __main__'s: a HostedError it sends unpickles on the other side
-    from loaderbench.tracking_host import serve as _serve
-
-    _serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]))
