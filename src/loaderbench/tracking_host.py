@@ -7,9 +7,10 @@ worker start costs more in a process that holds them: fork, exit and wait took 4
 inside the clock: a user's Dataset at 2 workers measured 0.960 of a bare loop, and 1.033 of a bare
 loop that held MLflow as the job did (docs/results.md).
 
-So a job's tracker (:class:`~loaderbench.tracking.MlflowTracker`) and a sweep's parent run live in
-the *tracking process*, ``python -m loaderbench.tracking_host``, started once per process when
-first needed. :func:`make` builds an object there and returns a :class:`Hosted` handle whose
+So a job's tracker (:class:`HostedTracker`: an :class:`~loaderbench.tracking.MlflowTracker` there)
+and a sweep's parent run (:class:`~loaderbench.parent_run.ParentRun`) live in the *tracking
+process*, ``python -m loaderbench.tracking_host`` (its loop: :mod:`loaderbench.tracking_process`),
+started once per process when first needed. :func:`make` builds an object there and returns a :class:`Hosted` handle whose
 method calls run there, one at a time, in order, and wait for their answer. Each call carries this
 process's working directory and the environment's changes, so the store sees what it would see
 here (credentials included: they travel in the environment, never as an argument or in a log).
